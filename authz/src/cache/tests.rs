@@ -1,0 +1,122 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::{
+    credentials::CredentialError,
+    principal::{Principal, TokenSource},
+    verdict::Unauthenticated,
+};
+
+const LIFETIMES: Lifetimes = Lifetimes {
+    allow: Duration::from_secs(300),
+    deny: Duration::from_secs(10),
+};
+
+fn allow(expires_at: u64) -> Verdict {
+    Verdict::Allow(Arc::new(Principal {
+        sub: "1".into(),
+        email: None,
+        email_verified: true,
+        hosted_domain: Some("example.com".into()),
+        expires_at,
+        source: TokenSource::GoogleIdToken,
+    }))
+}
+
+#[test]
+fn lifetimes_follow_the_token() {
+    let now = 1_000_000;
+    assert_eq!(
+        lifetime(&allow(now + 3600), LIFETIMES, now),
+        Duration::from_secs(300)
+    );
+    assert_eq!(
+        lifetime(&allow(now + 42), LIFETIMES, now),
+        Duration::from_secs(42)
+    );
+    assert_eq!(lifetime(&allow(now - 5), LIFETIMES, now), Duration::ZERO);
+    let invalid = Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::TooLong));
+    assert_eq!(lifetime(&invalid, LIFETIMES, now), Duration::from_secs(10));
+}
+
+#[test]
+fn keys_separate_tokens_and_inputs() {
+    let a = key("token", &[b"policy-a"]);
+    assert_eq!(a, key("token", &[b"policy-a"]));
+    assert_ne!(a, key("token", &[b"policy-b"]));
+    assert_ne!(a, key("token2", &[b"policy-a"]));
+    // Length prefixes: moving bytes between parts changes the key.
+    assert_ne!(key("ab", &[b"c"]), key("a", &[b"bc"]));
+    // The key is a hash: the token does not appear in it.
+    assert!(!a.windows(5).any(|w| w == b"token"));
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_verification() {
+    let cache = VerdictCache::new(100, LIFETIMES);
+    let calls = AtomicUsize::new(0);
+    let k = key("t", &[]);
+    let verify = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, String>(allow(unix_now() + 3600))
+    };
+    let results =
+        futures::future::join_all((0..50).map(|_| cache.get_or_verify(k, verify()))).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let fresh = results.iter().filter(|r| !r.as_ref().unwrap().1).count();
+    assert_eq!(fresh, 1, "exactly one caller ran the verification");
+}
+
+#[tokio::test]
+async fn errors_are_not_cached() {
+    let cache = VerdictCache::new(100, LIFETIMES);
+    let k = key("t", &[]);
+    let failed = cache
+        .get_or_verify(k, async { Err::<Verdict, _>("google down") })
+        .await;
+    assert!(failed.is_err());
+    let (verdict, hit) = cache
+        .get_or_verify(k, async { Ok::<_, &str>(allow(unix_now() + 3600)) })
+        .await
+        .unwrap();
+    assert!(!hit);
+    assert!(matches!(verdict, Verdict::Allow(_)));
+    let (_, hit) = cache
+        .get_or_verify(k, async { Err("unused") })
+        .await
+        .unwrap();
+    assert!(hit);
+}
+
+#[tokio::test]
+async fn capacity_is_bounded() {
+    let cache = VerdictCache::new(100, LIFETIMES);
+    for i in 0..5_000 {
+        let junk = Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::TooLong));
+        let _ = cache
+            .get_or_verify(key(&format!("junk{i}"), &[]), async { Ok::<_, ()>(junk) })
+            .await;
+    }
+    cache.flush().await;
+    assert!(
+        cache.entry_count() <= 100,
+        "{} entries",
+        cache.entry_count()
+    );
+}
+
+#[tokio::test]
+async fn entries_expire_with_their_token() {
+    let cache = VerdictCache::new(100, LIFETIMES);
+    let k = key("short", &[]);
+    let _ = cache
+        .get_or_verify(k, async { Ok::<_, ()>(allow(unix_now() + 1)) })
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_, hit) = cache
+        .get_or_verify(k, async { Ok::<_, ()>(allow(unix_now() + 3600)) })
+        .await
+        .unwrap();
+    assert!(!hit, "an allow must not outlive its token");
+}

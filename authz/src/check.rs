@@ -1,0 +1,246 @@
+//! The Envoy boundary: `envoy.service.auth.v3.Authorization/Check`. The only module that touches
+//! envoy-types; it turns a CheckRequest into [`RequestFacts`] and a [`Decision`] back into a
+//! CheckResponse.
+//!
+//! **Invariant:** a denial is a successful RPC (`Ok` with a non-OK status and a denied response).
+//! Only "could not decide" (Google unavailable) is reported as an error, so Envoy's
+//! `status_on_error: 503` applies and an outage is never mistaken for a bad token.
+
+use std::{sync::Arc, time::Instant};
+
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+    pb::{
+        Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpResponse,
+        HttpStatusCode,
+    },
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    audit,
+    authorizer::{Authorizer, Decision, RequestFacts},
+    config::{Config, OutageResponse},
+    credentials::CredentialError,
+    google::BackendError,
+    verdict::{Unauthenticated, Verdict},
+};
+
+/// Responses whose text depends only on the config, rendered once.
+#[derive(Debug)]
+struct Responses {
+    resource_metadata: String,
+    email_header: String,
+    user_header: String,
+    outage: OutageResponse,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckService {
+    authorizer: Arc<Authorizer>,
+    responses: Arc<Responses>,
+}
+
+impl CheckService {
+    pub fn new(config: &Config, authorizer: Arc<Authorizer>) -> CheckService {
+        CheckService {
+            authorizer,
+            responses: Arc::new(Responses {
+                resource_metadata: config.resource_metadata_url(),
+                email_header: config.headers.email.clone(),
+                user_header: config.headers.user.clone(),
+                outage: config.envoy.outage_response,
+            }),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let http = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let request_id = http.map(|h| h.id.as_str()).unwrap_or_default();
+        let path = http.map(|h| h.path.as_str()).unwrap_or_default();
+        let authorization = http.and_then(|h| authorization_header(h));
+        let facts = RequestFacts {
+            authorization: authorization.as_deref(),
+            path,
+        };
+        match self.authorizer.authorize(facts).await {
+            Ok(decision) => {
+                audit::decision(request_id, &decision, started.elapsed());
+                Ok(Response::new(self.responses.render(&decision)))
+            }
+            Err(error) => {
+                audit::outage(request_id, &error, started.elapsed());
+                self.responses.outage(&error).map(Response::new)
+            }
+        }
+    }
+}
+
+/// The `Authorization` header, from `headers` or, when Envoy sends raw headers
+/// (`encode_raw_headers: true`), from `header_map`. Repeated headers are comma-joined as Envoy
+/// does for `headers`, which the credential parser then refuses.
+fn authorization_header(
+    http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+) -> Option<Vec<u8>> {
+    if let Some(value) = http.headers.get("authorization") {
+        return Some(value.as_bytes().to_vec());
+    }
+    let map = http.header_map.as_ref()?;
+    let mut values = map
+        .headers
+        .iter()
+        .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
+        .map(|h| {
+            if h.raw_value.is_empty() {
+                h.value.as_bytes()
+            } else {
+                h.raw_value.as_slice()
+            }
+        });
+    let first = values.next()?.to_vec();
+    Some(values.fold(first, |mut joined, next| {
+        joined.push(b',');
+        joined.extend_from_slice(next);
+        joined
+    }))
+}
+
+impl Responses {
+    fn render(&self, decision: &Decision) -> CheckResponse {
+        match &decision.verdict {
+            Verdict::Allow(principal) => {
+                let mut ok = OkHttpResponseBuilder::new();
+                // OVERWRITE, not the default APPEND: a client-supplied copy is replaced, never
+                // extended. Headers we do not set this time are removed outright.
+                let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+                ok.add_header(&self.user_header, &principal.sub, overwrite, false);
+                match &principal.email {
+                    Some(email) => {
+                        ok.add_header(&self.email_header, email, overwrite, false);
+                    }
+                    None => {
+                        ok.remove_header(&self.email_header);
+                    }
+                }
+                // The client's token is for us, never for the upstream MCP server.
+                ok.remove_header("authorization");
+                let mut response = CheckResponse::with_status(Status::ok(""));
+                response.set_http_response(ok);
+                response
+            }
+            Verdict::Forbidden(_, why) => self.denied(
+                HttpStatusCode::Forbidden,
+                Status::permission_denied(why.reason()),
+                format!(
+                    r#"Bearer error="insufficient_scope", resource_metadata="{}""#,
+                    self.resource_metadata
+                ),
+                ("insufficient_scope", why.to_string()),
+            ),
+            Verdict::Unauthenticated(Unauthenticated::Credential(
+                error @ CredentialError::InQueryString,
+            )) => self.denied(
+                HttpStatusCode::BadRequest,
+                Status::invalid_argument(error.reason()),
+                format!(
+                    r#"Bearer resource_metadata="{}", error="invalid_request""#,
+                    self.resource_metadata
+                ),
+                ("invalid_request", error.to_string()),
+            ),
+            Verdict::Unauthenticated(why) => {
+                let (presented, description) = match why {
+                    Unauthenticated::Credential(e) => (e.token_presented(), e.to_string()),
+                    Unauthenticated::Token(e) => (true, e.to_string()),
+                };
+                // RFC 6750 s3.1: no error code when the request carried no credential at all.
+                let challenge = if presented {
+                    format!(
+                        r#"Bearer resource_metadata="{}", error="invalid_token""#,
+                        self.resource_metadata
+                    )
+                } else {
+                    format!(r#"Bearer resource_metadata="{}""#, self.resource_metadata)
+                };
+                let error = if presented {
+                    "invalid_token"
+                } else {
+                    "unauthorized"
+                };
+                self.denied(
+                    HttpStatusCode::Unauthorized,
+                    Status::unauthenticated(decision.verdict.reason()),
+                    challenge,
+                    (error, description),
+                )
+            }
+        }
+    }
+
+    fn denied(
+        &self,
+        http_status: HttpStatusCode,
+        grpc_status: Status,
+        challenge: String,
+        (error, description): (&str, String),
+    ) -> CheckResponse {
+        let mut denied = DeniedHttpResponseBuilder::new();
+        let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+        denied
+            .set_http_status(http_status)
+            .add_header("www-authenticate", challenge, overwrite, false)
+            .add_header("content-type", "application/json", overwrite, false)
+            .add_header("cache-control", "no-store", overwrite, false)
+            .set_body(error_body(error, &description));
+        let mut response = CheckResponse::with_status(grpc_status);
+        response.set_http_response(denied);
+        response
+    }
+
+    /// "Could not decide": a 503 through Envoy's error path, never a denial.
+    fn outage(&self, error: &BackendError) -> Result<CheckResponse, Status> {
+        match self.outage {
+            OutageResponse::GrpcUnavailable => Err(Status::unavailable(format!(
+                "identity provider unavailable ({})",
+                error.endpoint
+            ))),
+            OutageResponse::ErrorResponse => {
+                let mut body = DeniedHttpResponseBuilder::new();
+                let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+                body.set_http_status(HttpStatusCode::ServiceUnavailable)
+                    .add_header("content-type", "application/json", overwrite, false)
+                    .add_header("retry-after", "5", overwrite, false)
+                    .add_header("cache-control", "no-store", overwrite, false)
+                    .set_body(error_body(
+                        "temporarily_unavailable",
+                        "the identity provider is unavailable; retry shortly",
+                    ));
+                let mut response =
+                    CheckResponse::with_status(Status::unavailable(error.endpoint.as_str()));
+                response.set_http_response(HttpResponse::ErrorResponse(body.build()));
+                Ok(response)
+            }
+        }
+    }
+}
+
+/// `{"error": ..., "error_description": ...}`. Descriptions are our own fixed texts; nothing
+/// from the request (and so no token) is ever echoed back.
+fn error_body(error: &str, description: &str) -> String {
+    serde_json::json!({ "error": error, "error_description": description }).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,283 @@
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+
+use super::*;
+use crate::{
+    authorizer::CacheUse,
+    google::{Endpoint, TokenError},
+    policy::Forbidden,
+    principal::{Principal, TokenSource},
+};
+
+const CONFIG: &str = r#"
+[google]
+client_ids = ["a.apps.googleusercontent.com"]
+issuer = "http://127.0.0.1:9"
+[access]
+domains = ["example.com"]
+[resource]
+url = "https://mcp.example.com/mcp"
+"#;
+
+fn config(env: &[(&str, &str)]) -> Config {
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    Config::load(Some(CONFIG), env).unwrap()
+}
+
+fn responses(config: &Config) -> Responses {
+    Responses {
+        resource_metadata: config.resource_metadata_url(),
+        email_header: config.headers.email.clone(),
+        user_header: config.headers.user.clone(),
+        outage: config.envoy.outage_response,
+    }
+}
+
+fn principal(email: Option<&str>) -> Arc<Principal> {
+    Arc::new(Principal {
+        sub: "1234".into(),
+        email: email.map(String::from),
+        email_verified: true,
+        hosted_domain: Some("example.com".into()),
+        expires_at: u64::MAX,
+        source: TokenSource::GoogleIdToken,
+    })
+}
+
+fn render(verdict: Verdict) -> CheckResponse {
+    responses(&config(&[])).render(&Decision {
+        verdict,
+        cache: CacheUse::Miss,
+    })
+}
+
+fn denied(response: &CheckResponse) -> (i32, HashMap<String, String>, serde_json::Value) {
+    let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
+        panic!("not a denied response: {response:?}");
+    };
+    let headers = denied
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    let body = serde_json::from_str(&denied.body).unwrap();
+    (denied.status.as_ref().unwrap().code, headers, body)
+}
+
+const METADATA: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+
+#[test]
+fn allow_sets_identity_with_overwrite_and_strips_authorization() {
+    let response = render(Verdict::Allow(principal(Some("ada@example.com"))));
+    assert_eq!(response.status.as_ref().unwrap().code, 0);
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        panic!("not ok: {response:?}");
+    };
+    let set: HashMap<_, _> = ok
+        .headers
+        .iter()
+        .map(|h| {
+            let header = h.header.as_ref().unwrap();
+            assert_eq!(
+                h.append_action,
+                HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+            );
+            (header.key.as_str(), header.value.as_str())
+        })
+        .collect();
+    assert_eq!(set["x-auth-request-email"], "ada@example.com");
+    assert_eq!(set["x-auth-request-user"], "1234");
+    assert_eq!(ok.headers_to_remove, ["authorization"]);
+}
+
+#[test]
+fn allow_without_email_removes_any_client_copy() {
+    let response = render(Verdict::Allow(principal(None)));
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        panic!("not ok");
+    };
+    assert!(
+        ok.headers_to_remove
+            .contains(&"x-auth-request-email".to_string())
+    );
+    assert!(ok.headers_to_remove.contains(&"authorization".to_string()));
+}
+
+#[test]
+fn missing_token_is_401_without_error_code() {
+    let response = render(Verdict::Unauthenticated(Unauthenticated::Credential(
+        CredentialError::Missing,
+    )));
+    let (status, headers, body) = denied(&response);
+    assert_eq!(status, 401);
+    assert_eq!(
+        response.status.unwrap().code,
+        tonic::Code::Unauthenticated as i32
+    );
+    assert_eq!(
+        headers["www-authenticate"],
+        format!(r#"Bearer resource_metadata="{METADATA}""#)
+    );
+    assert_eq!(body["error"], "unauthorized");
+    assert_eq!(headers["cache-control"], "no-store");
+}
+
+#[test]
+fn invalid_tokens_are_401_invalid_token() {
+    let verdicts = [
+        Verdict::Unauthenticated(Unauthenticated::Token(TokenError::Expired)),
+        Verdict::Unauthenticated(Unauthenticated::Token(TokenError::BadSignature)),
+        Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::TooLong)),
+        Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::NotBearer)),
+    ];
+    for verdict in verdicts {
+        let (status, headers, body) = denied(&render(verdict.clone()));
+        assert_eq!(status, 401, "{verdict:?}");
+        assert_eq!(
+            headers["www-authenticate"],
+            format!(r#"Bearer resource_metadata="{METADATA}", error="invalid_token""#)
+        );
+        assert_eq!(body["error"], "invalid_token");
+        assert!(body["error_description"].as_str().unwrap().len() > 5);
+    }
+}
+
+#[test]
+fn token_in_query_is_400_invalid_request() {
+    let response = render(Verdict::Unauthenticated(Unauthenticated::Credential(
+        CredentialError::InQueryString,
+    )));
+    let (status, headers, body) = denied(&response);
+    assert_eq!(status, 400);
+    assert!(headers["www-authenticate"].contains(r#"error="invalid_request""#));
+    assert_eq!(body["error"], "invalid_request");
+}
+
+#[test]
+fn forbidden_is_403_insufficient_scope() {
+    let response = render(Verdict::Forbidden(
+        principal(Some("a@example.com")),
+        Forbidden::NoHostedDomain,
+    ));
+    assert_eq!(
+        response.status.as_ref().unwrap().code,
+        tonic::Code::PermissionDenied as i32
+    );
+    let (status, headers, body) = denied(&response);
+    assert_eq!(status, 403);
+    assert_eq!(
+        headers["www-authenticate"],
+        format!(r#"Bearer error="insufficient_scope", resource_metadata="{METADATA}""#)
+    );
+    assert_eq!(body["error"], "insufficient_scope");
+}
+
+#[test]
+fn outage_is_an_error_never_a_denial() {
+    let error = BackendError {
+        endpoint: Endpoint::Tokeninfo,
+        problem: "HTTP 503".into(),
+    };
+    let status = responses(&config(&[])).outage(&error).unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    let response = responses(&config(&[(
+        "AUTHZ_ENVOY__OUTAGE_RESPONSE",
+        "error-response",
+    )]))
+    .outage(&error)
+    .unwrap();
+    let Some(HttpResponse::ErrorResponse(error_response)) = &response.http_response else {
+        panic!("not an error response: {response:?}");
+    };
+    assert_eq!(error_response.status.as_ref().unwrap().code, 503);
+    assert_ne!(response.status.unwrap().code, 0);
+}
+
+fn check_request(headers: &[(&str, &str)], path: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    id: "req-1".into(),
+                    path: path.into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Through the real service: decisions that need no network, and an outage while discovery
+/// has not completed (the configured issuer is unreachable).
+#[tokio::test]
+async fn service_decides_without_google_and_reports_outage_when_needed() {
+    let config = config(&[]);
+    let google = crate::google::Google::new(&config).unwrap();
+    let service = CheckService::new(&config, Arc::new(Authorizer::new(&config, google)));
+
+    let response = service
+        .check(Request::new(check_request(&[], "/mcp")))
+        .await
+        .unwrap();
+    assert_eq!(denied(response.get_ref()).0, 401);
+
+    let response = service
+        .check(Request::new(check_request(
+            &[("authorization", "Bearer x")],
+            "/mcp?access_token=x",
+        )))
+        .await
+        .unwrap();
+    assert_eq!(denied(response.get_ref()).0, 400);
+
+    let junk = format!("Bearer {}", "a".repeat(64 * 1024));
+    let response = service
+        .check(Request::new(check_request(
+            &[("authorization", &junk)],
+            "/mcp",
+        )))
+        .await
+        .unwrap();
+    assert_eq!(denied(response.get_ref()).0, 401);
+
+    let outage = service
+        .check(Request::new(check_request(
+            &[("authorization", "Bearer ya29.abc")],
+            "/mcp",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(outage.code(), tonic::Code::Unavailable);
+}
+
+#[test]
+fn raw_header_map_is_read_and_duplicates_are_joined() {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let http = attribute_context::HttpRequest {
+        header_map: Some(HeaderMap {
+            headers: vec![
+                HeaderValue {
+                    key: "Authorization".into(),
+                    value: String::new(),
+                    raw_value: b"Bearer a".to_vec(),
+                },
+                HeaderValue {
+                    key: "authorization".into(),
+                    value: "Bearer b".into(),
+                    raw_value: vec![],
+                },
+            ],
+        }),
+        ..Default::default()
+    };
+    assert_eq!(authorization_header(&http).unwrap(), b"Bearer a,Bearer b");
+}

@@ -1,0 +1,445 @@
+//! The configuration tree: defaults, then a TOML file, then `AUTHZ_*` environment variables.
+//!
+//! Every key can be set from the environment because ECS task definitions configure by environment:
+//! `AUTHZ_<SECTION>__<KEY>` (double underscore between levels, case-insensitive), e.g.
+//! `AUTHZ_GOOGLE__CLIENT_IDS=a.apps.googleusercontent.com,b.apps.googleusercontent.com`.
+//! A value is read as TOML when it parses as a TOML value (`10`, `true`, `["a","b"]`) and as a plain
+//! string otherwise; list keys also accept a comma-separated string.
+//!
+//! Loading is a pure function of (file text, environment pairs) so tests never touch process env.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+/// The environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "AUTHZ_";
+/// Read by the CLI for the config path; not a config key.
+pub const ENV_CONFIG_PATH: &str = "AUTHZ_CONFIG";
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    pub google: Google,
+    pub access: Access,
+    pub resource: Resource,
+    #[serde(default)]
+    pub cache: Cache,
+    #[serde(default)]
+    pub headers: Headers,
+    #[serde(default)]
+    pub envoy: Envoy,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// ext_authz `Check` and `grpc.health.v1`.
+    pub grpc: SocketAddr,
+    /// `/healthz` and `/readyz`.
+    pub http: SocketAddr,
+    /// How long in-flight checks may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Google {
+    /// OAuth client ids whose tokens we accept (`aud`, and `azp` when present).
+    #[serde(deserialize_with = "string_list")]
+    pub client_ids: Vec<String>,
+    /// OIDC discovery base; `{issuer}/.well-known/openid-configuration` is fetched at start-up.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_tokeninfo_url")]
+    pub tokeninfo_url: Url,
+    /// Timeout of every call to Google (discovery, JWKS, tokeninfo, userinfo). Keep it below
+    /// Envoy's ext_authz timeout so a slow Google is our 503, not Envoy's.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Leeway for `exp` and `iat` against clock skew between us and the token issuer.
+    #[serde(default = "default_clock_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Minimum time between two JWKS fetches caused by an unknown `kid` (fetch-storm guard).
+    #[serde(default = "default_jwks_refetch_interval", with = "humantime_serde")]
+    pub jwks_refetch_interval: Duration,
+    /// Refresh period when the JWKS response carries no `Cache-Control: max-age`.
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub jwks_default_refresh: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// Allowed Google Workspace domains, matched against the `hd` claim only.
+    #[serde(deserialize_with = "string_list")]
+    pub domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    /// The canonical MCP resource URL as users configure it in their clients.
+    pub url: Url,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    /// Upper bound on cached verdicts; unauthenticated callers cannot grow memory past it.
+    pub max_entries: u64,
+    /// Longest life of a cached allow (also capped by the token's own expiry).
+    #[serde(with = "humantime_serde")]
+    pub allow_ttl: Duration,
+    /// Life of a cached denial for an invalid token.
+    #[serde(with = "humantime_serde")]
+    pub deny_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Headers {
+    /// Upstream header carrying the verified email.
+    pub email: String,
+    /// Upstream header carrying the Google subject (`sub`), the stable user id.
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Envoy {
+    /// How "could not decide" (Google down) reaches Envoy.
+    pub outage_response: OutageResponse,
+}
+
+/// How an outage is reported to Envoy. Both end in a 503 for the client when the filter has
+/// `status_on_error: 503`; neither is ever a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutageResponse {
+    /// A failed RPC (gRPC UNAVAILABLE). Works with every Envoy version.
+    GrpcUnavailable,
+    /// `CheckResponse.error_response` with a 503, a JSON body and `Retry-After` (Envoy >= 1.37).
+    ErrorResponse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing `EnvFilter` directive, e.g. `info` or `authz=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A configuration problem, reported as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Builds the config from an optional TOML document and environment pairs, then validates it.
+    pub fn load(
+        file: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = match file {
+            Some(text) => text.parse::<toml::Table>().map_err(|e| ConfigError {
+                key: "(file)".into(),
+                message: first_line(e.message()),
+            })?,
+            None => toml::Table::new(),
+        };
+        overlay_env(&mut tree, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+                ConfigError {
+                    key: match e.path().to_string().as_str() {
+                        "." => "(root)".to_string(),
+                        path => path.to_string(),
+                    },
+                    message: first_line(&e.into_inner().to_string()),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: &str| {
+            Err(ConfigError {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.google.client_ids.is_empty() {
+            return fail("google.client_ids", "at least one client id is required");
+        }
+        if self.google.client_ids.iter().any(|id| id.trim().is_empty()) {
+            return fail("google.client_ids", "client ids must not be blank");
+        }
+        let issuer = Url::parse(&self.google.issuer);
+        if !matches!(issuer, Ok(ref u) if u.scheme() == "https" || u.scheme() == "http") {
+            return fail("google.issuer", "must be an http(s) URL");
+        }
+        if self.google.request_timeout.is_zero() {
+            return fail("google.request_timeout", "must be greater than zero");
+        }
+        if self.access.domains.is_empty() {
+            return fail(
+                "access.domains",
+                "at least one Workspace domain is required",
+            );
+        }
+        for domain in &self.access.domains {
+            let valid = !domain.is_empty()
+                && domain.len() <= 253
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.');
+            if !valid {
+                return fail(
+                    "access.domains",
+                    &format!("{domain:?} is not a domain name"),
+                );
+            }
+        }
+        let resource = &self.resource.url;
+        if !matches!(resource.scheme(), "https" | "http") || resource.host_str().is_none() {
+            return fail("resource.url", "must be an absolute http(s) URL");
+        }
+        if resource.fragment().is_some() || resource.query().is_some() {
+            return fail("resource.url", "must not carry a query or fragment");
+        }
+        if self.cache.max_entries == 0 {
+            return fail("cache.max_entries", "must be greater than zero");
+        }
+        for (key, name) in [
+            ("headers.email", &self.headers.email),
+            ("headers.user", &self.headers.user),
+        ] {
+            if let Err(message) = check_identity_header(name) {
+                return fail(key, &message);
+            }
+        }
+        if self.headers.email == self.headers.user {
+            return fail("headers.user", "must differ from headers.email");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return fail("log.level", &e.to_string());
+        }
+        Ok(())
+    }
+
+    /// The issuers an ID token may name: the configured one, plus Google's legacy spelling.
+    pub fn accepted_issuers(&self) -> Vec<String> {
+        let mut issuers = vec![self.google.issuer.clone()];
+        if self.google.issuer == GOOGLE_ISSUER {
+            issuers.push("accounts.google.com".to_string());
+        }
+        issuers
+    }
+
+    /// The RFC 9728 metadata URL for `resource.url`: origin + well-known prefix + resource path.
+    pub fn resource_metadata_url(&self) -> String {
+        let url = &self.resource.url;
+        let path = url.path().trim_end_matches('/');
+        format!(
+            "{}/.well-known/oauth-protected-resource{path}",
+            url.origin().ascii_serialization()
+        )
+    }
+
+    /// A digest of everything the access decision reads from the config, so a verdict cached
+    /// under one policy can never answer under another.
+    pub fn policy_fingerprint(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for part in [&self.access.domains, &self.google.client_ids] {
+            for item in part {
+                hash.update((item.len() as u64).to_be_bytes());
+                hash.update(item.as_bytes());
+            }
+            hash.update([0xff]);
+        }
+        hash.finalize().into()
+    }
+}
+
+/// Deserializer messages may append a location on a second line; errors stay one line.
+fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+
+fn check_identity_header(name: &str) -> Result<(), String> {
+    let token_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if name.is_empty() || !name.chars().all(token_char) {
+        return Err(format!("{name:?} must be a lower-case header name"));
+    }
+    if matches!(name, "authorization" | "host" | "cookie" | "content-length") {
+        return Err(format!("{name:?} cannot carry identity"));
+    }
+    Ok(())
+}
+
+/// Applies `AUTHZ_A__B=value` pairs onto the TOML tree as `a.b = value`.
+fn overlay_env(
+    tree: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    // Sorted so that a clash (`AUTHZ_GOOGLE=x` and `AUTHZ_GOOGLE__ISSUER=y`) fails the same way
+    // on every start.
+    let vars: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != ENV_CONFIG_PATH)
+        .collect();
+    for (name, raw) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let key = path.join(".");
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError {
+                key: name,
+                message: "malformed variable name".into(),
+            });
+        }
+        let (leaf, parents) = path.split_last().expect("split yields at least one part");
+        let mut table = &mut *tree;
+        for part in parents {
+            let entry = table
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut().ok_or_else(|| ConfigError {
+                key: key.clone(),
+                message: format!("{part} is not a section"),
+            })?;
+        }
+        table.insert(leaf.clone(), env_value(&raw));
+    }
+    Ok(())
+}
+
+/// `10` -> integer, `["a"]` -> array, `example.com` -> string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// A list given as a TOML array or as one comma-separated string (convenient in env vars).
+fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        Joined(String),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(items) => items,
+        OneOrMany::Joined(joined) => joined
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+fn default_issuer() -> String {
+    GOOGLE_ISSUER.to_string()
+}
+fn default_tokeninfo_url() -> Url {
+    Url::parse("https://oauth2.googleapis.com/tokeninfo").expect("constant URL parses")
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_millis(800)
+}
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_refetch_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            grpc: SocketAddr::from(([127, 0, 0, 1], 9191)),
+            http: SocketAddr::from(([127, 0, 0, 1], 9192)),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            max_entries: 100_000,
+            allow_ttl: Duration::from_secs(300),
+            deny_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Headers {
+            email: "x-auth-request-email".into(),
+            user: "x-auth-request-user".into(),
+        }
+    }
+}
+
+impl Default for Envoy {
+    fn default() -> Self {
+        Envoy {
+            outage_response: OutageResponse::GrpcUnavailable,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[google]
+client_ids = ["a.apps.googleusercontent.com"]
+[access]
+domains = ["example.com"]
+[resource]
+url = "https://mcp.example.com/mcp"
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load_err(file: Option<&str>, pairs: &[(&str, &str)]) -> String {
+    Config::load(file, env(pairs)).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_file_gets_documented_defaults() {
+    let config = Config::load(Some(MINIMAL), env(&[])).unwrap();
+    assert_eq!(config.listen.grpc.to_string(), "127.0.0.1:9191");
+    assert_eq!(config.listen.http.to_string(), "127.0.0.1:9192");
+    assert_eq!(config.google.issuer, "https://accounts.google.com");
+    assert_eq!(
+        config.google.tokeninfo_url.as_str(),
+        "https://oauth2.googleapis.com/tokeninfo"
+    );
+    assert_eq!(config.cache.allow_ttl, Duration::from_secs(300));
+    assert_eq!(config.headers.email, "x-auth-request-email");
+    assert_eq!(
+        config.envoy.outage_response,
+        OutageResponse::GrpcUnavailable
+    );
+    assert_eq!(
+        config.accepted_issuers(),
+        ["https://accounts.google.com", "accounts.google.com"]
+    );
+}
+
+#[test]
+fn environment_overrides_file_and_accepts_comma_lists() {
+    let config = Config::load(
+        Some(MINIMAL),
+        env(&[
+            ("AUTHZ_GOOGLE__CLIENT_IDS", "x.apps, y.apps"),
+            ("AUTHZ_CACHE__MAX_ENTRIES", "42"),
+            ("AUTHZ_CACHE__ALLOW_TTL", "90s"),
+            ("AUTHZ_LISTEN__GRPC", "0.0.0.0:7000"),
+            ("AUTHZ_ACCESS__DOMAINS", r#"["a.com","b.com"]"#),
+            ("AUTHZ_CONFIG", "/ignored/path.toml"),
+            ("PATH", "/usr/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.google.client_ids, ["x.apps", "y.apps"]);
+    assert_eq!(config.cache.max_entries, 42);
+    assert_eq!(config.cache.allow_ttl, Duration::from_secs(90));
+    assert_eq!(config.listen.grpc.to_string(), "0.0.0.0:7000");
+    assert_eq!(config.access.domains, ["a.com", "b.com"]);
+}
+
+#[test]
+fn config_can_come_from_environment_alone() {
+    let config = Config::load(
+        None,
+        env(&[
+            ("AUTHZ_GOOGLE__CLIENT_IDS", "x.apps"),
+            ("AUTHZ_ACCESS__DOMAINS", "example.com"),
+            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.access.domains, ["example.com"]);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_GOOGLE__CLIENT_IDS", "")],
+            "config: google.client_ids:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_ACCESS__DOMAINS", "bad domain")],
+            "config: access.domains:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_CACHE__ALLOW_TTL", "soon")],
+            "config: cache.allow_ttl:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_LISTEN__GRPC", "nowhere")],
+            "config: listen.grpc:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_CACHE__MAX_ENTRIES", "0")],
+            "config: cache.max_entries:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_HEADERS__EMAIL", "Authorization")],
+            "config: headers.email:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_HEADERS__EMAIL", "authorization")],
+            "config: headers.email:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_RESOURCE__URL", "mcp")],
+            "config: resource.url:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_GOOGLE__ISSUER", "ftp://x")],
+            "config: google.issuer:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_ENVOY__OUTAGE_RESPONSE", "maybe")],
+            "config: envoy.outage_response:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_LOG__LEVEL", "info,[[")],
+            "config: log.level:",
+        ),
+        (Some(MINIMAL), &[("AUTHZ_GOOGLE__TYPO", "1")], "typo"),
+        (Some(MINIMAL), &[("AUTHZ_GOOGLE", "x")], "config: google:"),
+        (Some("[access]\ndomains = [\"example.com\"]"), &[], "google"),
+        (Some("this is not toml"), &[], "config: (file):"),
+    ];
+    for (file, pairs, expected) in cases {
+        let error = load_err(*file, pairs);
+        assert!(
+            error.contains(expected),
+            "{pairs:?}: {error:?} lacks {expected:?}"
+        );
+        assert!(!error.contains('\n'), "error must be one line: {error:?}");
+    }
+}
+
+#[test]
+fn resource_metadata_url_is_path_aware() {
+    let mut config = Config::load(Some(MINIMAL), env(&[])).unwrap();
+    assert_eq!(
+        config.resource_metadata_url(),
+        "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+    );
+    config.resource.url = Url::parse("https://mcp.example.com").unwrap();
+    assert_eq!(
+        config.resource_metadata_url(),
+        "https://mcp.example.com/.well-known/oauth-protected-resource"
+    );
+}
+
+#[test]
+fn policy_fingerprint_changes_with_policy_inputs() {
+    let a = Config::load(Some(MINIMAL), env(&[])).unwrap();
+    let b = Config::load(
+        Some(MINIMAL),
+        env(&[("AUTHZ_ACCESS__DOMAINS", "other.com")]),
+    )
+    .unwrap();
+    let c = Config::load(Some(MINIMAL), env(&[("AUTHZ_CACHE__DENY_TTL", "1s")])).unwrap();
+    assert_ne!(a.policy_fingerprint(), b.policy_fingerprint());
+    assert_eq!(a.policy_fingerprint(), c.policy_fingerprint());
+}

@@ -1,0 +1,235 @@
+//! Verifying Google tokens: ID tokens locally against the discovered JWKS, access tokens through
+//! tokeninfo and userinfo. Every URL comes from the config or from discovery; nothing here knows
+//! whether it is talking to Google or to a stand-in.
+
+mod access_token;
+mod discovery;
+mod http;
+mod id_token;
+mod jwks;
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::{config::Config, credentials::Credential, principal::Principal};
+
+pub use jwks::Jwks;
+
+/// Google's verdict on a token it could judge: the token is not valid for us (a 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token algorithm is not RS256")]
+    UnsupportedAlgorithm,
+    #[error("token header names no key id")]
+    MissingKeyId,
+    #[error("token is signed by an unknown key")]
+    UnknownKeyId,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    #[error("token audience is not one of our client ids")]
+    WrongAudience,
+    #[error("token authorized party is not one of our client ids")]
+    WrongAuthorizedParty,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token lacks a required claim")]
+    MissingClaim,
+    #[error("Google does not recognise the access token")]
+    Rejected,
+    #[error("tokeninfo and userinfo disagree about the subject")]
+    SubjectMismatch,
+}
+
+impl TokenError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed_token",
+            TokenError::UnsupportedAlgorithm => "unsupported_algorithm",
+            TokenError::MissingKeyId => "missing_kid",
+            TokenError::UnknownKeyId => "unknown_kid",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::WrongAuthorizedParty => "wrong_azp",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::MissingClaim => "missing_claim",
+            TokenError::Rejected => "rejected_by_google",
+            TokenError::SubjectMismatch => "subject_mismatch",
+        }
+    }
+}
+
+/// Google could not be asked or did not answer usably: we cannot decide (a 503, never a 401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{endpoint}: {problem}")]
+pub struct BackendError {
+    pub endpoint: Endpoint,
+    pub problem: String,
+}
+
+/// Which Google endpoint failed, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Discovery,
+    Jwks,
+    Tokeninfo,
+    Userinfo,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Discovery => "discovery",
+            Endpoint::Jwks => "jwks",
+            Endpoint::Tokeninfo => "tokeninfo",
+            Endpoint::Userinfo => "userinfo",
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of verifying a token: a principal, a verdict against the token, or no verdict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Settings every verifier reads, copied out of the config once.
+#[derive(Debug, Clone)]
+struct Settings {
+    client_ids: Vec<String>,
+    issuers: Vec<String>,
+    tokeninfo_url: Url,
+    clock_skew: Duration,
+}
+
+/// Verifies Google tokens. Cheap to share (`Arc`); ready once discovery and the JWKS are loaded.
+#[derive(Debug)]
+pub struct Google {
+    http: reqwest::Client,
+    settings: Settings,
+    issuer: String,
+    jwks_refetch_interval: Duration,
+    jwks_default_refresh: Duration,
+    /// Set once by the background task when discovery succeeds.
+    discovered: OnceLock<Discovered>,
+}
+
+#[derive(Debug)]
+struct Discovered {
+    jwks: Jwks,
+    userinfo_url: Url,
+}
+
+impl Google {
+    pub fn new(config: &Config) -> anyhow::Result<Arc<Google>> {
+        Ok(Arc::new(Google {
+            http: http::client(config.google.request_timeout)?,
+            settings: Settings {
+                client_ids: config.google.client_ids.clone(),
+                issuers: config.accepted_issuers(),
+                tokeninfo_url: config.google.tokeninfo_url.clone(),
+                clock_skew: config.google.clock_skew,
+            },
+            issuer: config.google.issuer.clone(),
+            jwks_refetch_interval: config.google.jwks_refetch_interval,
+            jwks_default_refresh: config.google.jwks_default_refresh,
+            discovered: OnceLock::new(),
+        }))
+    }
+
+    /// Ready means: discovery done and a JWKS with at least one usable key loaded.
+    pub fn is_ready(&self) -> bool {
+        self.discovered.get().is_some_and(|d| d.jwks.has_keys())
+    }
+
+    /// Verifies a credential and returns who it speaks for. Domain policy is not applied here.
+    pub async fn verify(&self, credential: Credential<'_>) -> Result<Principal, VerifyError> {
+        let discovered = self.discovered.get().ok_or_else(|| BackendError {
+            endpoint: Endpoint::Discovery,
+            problem: "OpenID discovery has not completed yet".into(),
+        })?;
+        match credential {
+            Credential::Jwt(token) => {
+                id_token::verify(token, &discovered.jwks, &self.settings).await
+            }
+            Credential::Opaque(token) => {
+                access_token::verify(token, &self.http, &self.settings, &discovered.userinfo_url)
+                    .await
+            }
+        }
+    }
+
+    /// Runs discovery (retrying with backoff), loads the JWKS, then keeps it fresh until cancelled.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
+        let discovered = loop {
+            match discovery::discover(&self.http, &self.issuer).await {
+                Ok(found) => break found,
+                Err(error) => {
+                    tracing::warn!(%error, "OpenID discovery failed; retrying");
+                    if shutdown.run_until_cancelled(backoff.wait()).await.is_none() {
+                        return;
+                    }
+                }
+            }
+        };
+        tracing::info!(jwks_uri = %discovered.jwks_uri, "OpenID discovery done");
+        let jwks = Jwks::new(
+            self.http.clone(),
+            discovered.jwks_uri,
+            self.jwks_refetch_interval,
+            self.jwks_default_refresh,
+        );
+        let _ = self.discovered.set(Discovered {
+            jwks,
+            userinfo_url: discovered.userinfo_url,
+        });
+        if let Some(d) = self.discovered.get() {
+            d.jwks.keep_fresh(shutdown).await;
+        }
+    }
+}
+
+/// Exponential backoff from 500 ms to 30 s, so an outage is retried without a hot loop.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_millis(500),
+        }
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+    }
+
+    pub(crate) fn reset(&mut self) {
+        *self = Backoff::new();
+    }
+}

@@ -1,0 +1,138 @@
+//! `authz`: an Envoy ext_authz service that opens MCP servers to a company's Google Workspace.
+//!
+//! # Layout
+//! Read in this order; each module owns one thing.
+//! - [`config`]: the typed configuration tree (defaults, TOML file, `AUTHZ_*` environment).
+//! - [`credentials`]: finding the bearer token in a request and telling its kind.
+//! - [`google`]: verifying Google ID tokens (local, JWKS) and access tokens (tokeninfo, userinfo).
+//! - [`principal`]: the verified identity the rest of the service sees.
+//! - [`policy`]: the pure access decision (Workspace domain from `hd`, verified email).
+//! - [`verdict`]: the outcome of one authorization.
+//! - [`cache`]: the bounded verdict cache, keyed by a hash, entries expiring with their token.
+//! - [`authorizer`]: one authorization from request facts to verdict (cache, verify, decide).
+//! - [`check`]: the Envoy boundary (gRPC `Check`); the only module that touches envoy-types.
+//! - [`audit`]: one structured event per decision.
+//! - [`health`]: `/healthz` and `/readyz`.
+//! - [`telemetry`]: log setup.
+//!
+//! [`run`] wires them together; `main.rs` only parses arguments and waits for a signal.
+
+pub mod audit;
+pub mod authorizer;
+pub mod cache;
+pub mod check;
+pub mod config;
+pub mod credentials;
+pub mod google;
+pub mod health;
+pub mod policy;
+pub mod principal;
+pub mod telemetry;
+pub mod verdict;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::TcpIncoming;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{authorizer::Authorizer, check::CheckService, config::Config, google::Google};
+
+/// Both listeners, bound before anything starts so a taken port fails the start cleanly.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let grpc = TcpListener::bind(config.listen.grpc)
+            .await
+            .with_context(|| format!("binding listen.grpc {}", config.listen.grpc))?;
+        let http = TcpListener::bind(config.listen.http)
+            .await
+            .with_context(|| format!("binding listen.http {}", config.listen.http))?;
+        Ok(Listeners { grpc, http })
+    }
+
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.grpc.local_addr()?, self.http.local_addr()?))
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then drains: health turns NOT_SERVING, listeners stop
+/// accepting, in-flight checks finish, background refreshers stop.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let google = Google::new(&config).context("building the Google client")?;
+    let authorizer = Arc::new(Authorizer::new(&config, google.clone()));
+    let background = TaskTracker::new();
+    background.spawn(google.clone().run(shutdown.child_token()));
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    background.spawn(report_readiness(
+        reporter.clone(),
+        google.clone(),
+        shutdown.clone(),
+    ));
+
+    let check = AuthorizationServer::new(CheckService::new(&config, authorizer));
+    let grpc_shutdown = {
+        let (shutdown, reporter) = (shutdown.clone(), reporter.clone());
+        async move {
+            shutdown.cancelled().await;
+            // Tell Envoy's health checker first, then stop accepting.
+            set_health(&reporter, ServingStatus::NotServing).await;
+        }
+    };
+    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(check)
+        .serve_with_incoming_shutdown(incoming, grpc_shutdown);
+
+    let http = axum::serve(listeners.http, health::router(google))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+    let (grpc, http) = tokio::join!(grpc, async { http.await });
+    background.close();
+    background.wait().await;
+    grpc.context("gRPC server")?;
+    http.context("HTTP server")?;
+    Ok(())
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter
+        .set_service_status("envoy.service.auth.v3.Authorization", status)
+        .await;
+    reporter.set_service_status("", status).await;
+}
+
+/// Turns gRPC health SERVING once tokens can be verified, so Envoy only sends us checks we can
+/// answer. Until then Envoy sees no healthy host and fails closed with its `status_on_error`.
+async fn report_readiness(
+    reporter: HealthReporter,
+    google: Arc<Google>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !shutdown.is_cancelled() {
+        if google.is_ready() {
+            set_health(&reporter, ServingStatus::Serving).await;
+            tracing::info!("ready: discovery done, JWKS loaded");
+            return;
+        }
+        if shutdown.run_until_cancelled(tick.tick()).await.is_none() {
+            return;
+        }
+    }
+}

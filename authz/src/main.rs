@@ -1,0 +1,93 @@
+//! The `authz` binary: parse arguments, load the config, run until SIGTERM, drain, exit.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use authz::{Listeners, config::Config};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Envoy ext_authz service for MCP servers behind Google Workspace sign-in.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML config file. Every key can also be set as AUTHZ_<SECTION>__<KEY>.
+    #[arg(long, env = "AUTHZ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the config, print "config ok" and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Exit code for a configuration that cannot be used.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let text = match &args.config {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                eprintln!("config: (file): cannot read {}: {e}", path.display());
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        },
+        None => None,
+    };
+    let config = match Config::load(text.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if args.check_config {
+        println!("config ok");
+        return ExitCode::SUCCESS;
+    }
+    authz::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "stopped");
+            eprintln!("authz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&config).await?;
+    let (grpc, http) = listeners.local_addrs()?;
+    tracing::info!(%grpc, %http, "listening");
+    let grace = config.listen.shutdown_grace;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(authz::run(config, listeners, shutdown.clone()));
+    wait_for_signal().await?;
+    tracing::info!(grace = ?grace, "shutting down; draining in-flight checks");
+    shutdown.cancel();
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined?,
+        Err(_) => {
+            tracing::warn!("drain did not finish within the grace period");
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
