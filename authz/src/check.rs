@@ -68,9 +68,13 @@ impl Authorization for CheckService {
             .as_ref()
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
-        let request_id = http.map(|h| h.id.as_str()).unwrap_or_default();
+        // Envoy's `id` is its internal stream id; `x-request-id` is what users and access logs see.
+        let request_id = http
+            .and_then(|h| h.headers.get("x-request-id").or(Some(&h.id)))
+            .map(String::as_str)
+            .unwrap_or_default();
         let path = http.map(|h| h.path.as_str()).unwrap_or_default();
-        let authorization = http.and_then(|h| authorization_header(h));
+        let authorization = http.and_then(authorization_header);
         let facts = RequestFacts {
             authorization: authorization.as_deref(),
             path,

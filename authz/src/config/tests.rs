@@ -78,9 +78,12 @@ fn config_can_come_from_environment_alone() {
     assert_eq!(config.access.domains, ["example.com"]);
 }
 
+/// (file, environment, expected start of the error)
+type ErrorCase<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn errors_name_the_key() {
-    let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+    let cases: &[ErrorCase] = &[
         (
             Some(MINIMAL),
             &[("AUTHZ_GOOGLE__CLIENT_IDS", "")],

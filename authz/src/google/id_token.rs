@@ -24,8 +24,10 @@ struct Claims {
     email_verified: bool,
     hd: Option<String>,
     azp: Option<String>,
-    exp: u64,
-    iat: u64,
+    // Optional here so a missing claim is reported by the validation as `MissingClaim`
+    // rather than as an unreadable token; the validation requires both.
+    exp: Option<u64>,
+    iat: Option<u64>,
 }
 
 pub async fn verify(
@@ -50,7 +52,10 @@ pub async fn verify(
         .map_err(|e| map_error(e.kind()))?
         .claims;
 
-    if claims.iat > unix_now() + settings.clock_skew.as_secs() {
+    let (Some(expires_at), Some(issued_at)) = (claims.exp, claims.iat) else {
+        return Err(TokenError::MissingClaim.into());
+    };
+    if issued_at > unix_now() + settings.clock_skew.as_secs() {
         return Err(TokenError::NotYetValid.into());
     }
     // The library does not check azp; Google sets it to the client that asked for the token.
@@ -64,7 +69,7 @@ pub async fn verify(
         email: claims.email,
         email_verified: claims.email_verified,
         hosted_domain: claims.hd,
-        expires_at: claims.exp,
+        expires_at,
         source: TokenSource::GoogleIdToken,
     })
 }

@@ -1,0 +1,110 @@
+//! Injected failures, so tests can see how the caller copes when Google misbehaves.
+
+use std::{sync::Mutex, time::Duration};
+
+use axum::{
+    http::{StatusCode, header},
+    response::{IntoResponse as _, Response},
+};
+use serde::Deserialize;
+
+use crate::stats::Endpoint;
+
+/// How long `hang` stalls: far beyond any sane client timeout, short enough that a forgotten
+/// fault does not wedge a test run.
+pub const HANG: Duration = Duration::from_secs(30);
+
+/// What a faulted endpoint does instead of answering normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultMode {
+    /// Answer normally (clears the fault).
+    Ok,
+    /// Answer `status` with a small JSON error body.
+    Error,
+    /// Wait [`HANG`], then answer normally.
+    Hang,
+    /// Answer 200 with a body that is not JSON, though labelled `application/json` so the
+    /// caller's parser, not its content-type check, is what fails.
+    Garbage,
+}
+
+/// The body of `POST /_standin/fault`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub mode: FaultMode,
+    /// Status for `error`; default 503.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The endpoints affected; default all four.
+    #[serde(default)]
+    pub endpoints: Option<Vec<Endpoint>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fault {
+    Error(StatusCode),
+    Hang,
+    Garbage,
+}
+
+/// The fault in force on each endpoint, if any.
+#[derive(Default)]
+pub(crate) struct Faults(Mutex<[Option<Fault>; 4]>);
+
+impl Faults {
+    /// Sets (or, for `ok`, clears) the fault on the spec's endpoints.
+    pub(crate) fn set(&self, spec: &FaultSpec) -> anyhow::Result<()> {
+        let fault = match spec.mode {
+            FaultMode::Ok => None,
+            FaultMode::Error => {
+                let code = spec.status.unwrap_or(503);
+                let status = StatusCode::from_u16(code)
+                    .map_err(|_| anyhow::anyhow!("{code} is not an HTTP status"))?;
+                Some(Fault::Error(status))
+            }
+            FaultMode::Hang => Some(Fault::Hang),
+            FaultMode::Garbage => Some(Fault::Garbage),
+        };
+        let endpoints = spec.endpoints.as_deref().unwrap_or(&Endpoint::ALL);
+        let mut table = self.0.lock().expect("fault table mutex poisoned");
+        for endpoint in endpoints {
+            table[endpoint.index()] = fault;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, endpoint: Endpoint) -> Option<Fault> {
+        self.0.lock().expect("fault table mutex poisoned")[endpoint.index()]
+    }
+}
+
+impl Fault {
+    /// Plays the fault: the response to send instead of the real one, or `None` to go on and
+    /// answer normally (after a hang).
+    pub(crate) async fn play(self) -> Option<Response> {
+        match self {
+            Fault::Error(status) => Some(
+                (
+                    status,
+                    [(header::CONTENT_TYPE, crate::routes::JSON)],
+                    r#"{"error":"standin_fault","error_description":"fault injected by the stand-in"}"#,
+                )
+                    .into_response(),
+            ),
+            Fault::Hang => {
+                tokio::time::sleep(HANG).await;
+                None
+            }
+            Fault::Garbage => Some(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, crate::routes::JSON)],
+                    "<html><body>502 upstream garbage {not json",
+                )
+                    .into_response(),
+            ),
+        }
+    }
+}

