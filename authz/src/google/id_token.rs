@@ -18,14 +18,14 @@ struct Header {
 
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
+    // `sub`, `exp` and `iat` are required; they are optional here so that a missing one is
+    // reported as `MissingClaim`, not as an unreadable token.
+    sub: Option<String>,
     email: Option<String>,
     #[serde(default, deserialize_with = "super::access_token::lenient_bool")]
     email_verified: bool,
     hd: Option<String>,
     azp: Option<String>,
-    // Optional here so a missing claim is reported by the validation as `MissingClaim`
-    // rather than as an unreadable token; the validation requires both.
     exp: Option<u64>,
     iat: Option<u64>,
 }
@@ -52,7 +52,8 @@ pub async fn verify(
         .map_err(|e| map_error(e.kind()))?
         .claims;
 
-    let (Some(expires_at), Some(issued_at)) = (claims.exp, claims.iat) else {
+    let (Some(sub), Some(expires_at), Some(issued_at)) = (claims.sub, claims.exp, claims.iat)
+    else {
         return Err(TokenError::MissingClaim.into());
     };
     if issued_at > unix_now() + settings.clock_skew.as_secs() {
@@ -65,7 +66,7 @@ pub async fn verify(
         }
     }
     Ok(Principal {
-        sub: claims.sub,
+        sub,
         email: claims.email,
         email_verified: claims.email_verified,
         hosted_domain: claims.hd,

@@ -1,0 +1,5 @@
+//! In-process tests of Google token verification against the local stand-in: every rejection
+//! reason, outages, and the JWKS refetch guard. (The end-to-end tests under /tests run the same
+//! cases through a real Envoy.)
+
+mod verification;

@@ -1,0 +1,346 @@
+use std::{sync::Arc, time::Duration};
+
+use authz::{
+    config::Config,
+    credentials::Credential,
+    google::{Google, TokenError, VerifyError},
+    principal::{TokenSource, unix_now},
+};
+use serde_json::{Value, json};
+use standin::{AccessTokenSpec, Endpoint, FaultMode, FaultSpec, Options, StandIn};
+use tokio_util::sync::CancellationToken;
+
+const CLIENT: &str = "it.apps.googleusercontent.com";
+
+struct Fixture {
+    standin: StandIn,
+    google: Arc<Google>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn fixture() -> Fixture {
+    fixture_with_refetch_interval("30s").await
+}
+
+async fn fixture_with_refetch_interval(refetch: &str) -> Fixture {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let standin = StandIn::start(listener, Options::default()).await.unwrap();
+    let issuer = standin.issuer().to_string();
+    let config = Config::load(
+        None,
+        [
+            ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
+            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
+            ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
+            ("AUTHZ_GOOGLE__JWKS_REFETCH_INTERVAL", refetch.into()),
+            ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
+            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap();
+    let google = Google::new(&config).unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(google.clone().run(stop.clone()));
+    for _ in 0..200 {
+        if google.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(google.is_ready(), "discovery and JWKS did not load");
+    Fixture {
+        standin,
+        google,
+        _stop: stop.drop_guard(),
+    }
+}
+
+fn claims(standin: &StandIn, overrides: Value) -> Value {
+    let now = unix_now();
+    let mut claims = json!({
+        "iss": standin.issuer(), "aud": CLIENT, "azp": CLIENT, "sub": "42",
+        "email": "ada@example.com", "email_verified": true, "hd": "example.com",
+        "iat": now, "exp": now + 600,
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    claims
+}
+
+async fn verify_jwt(f: &Fixture, token: &str) -> Result<authz::principal::Principal, VerifyError> {
+    f.google.verify(Credential::Jwt(token)).await
+}
+
+#[tokio::test]
+async fn valid_id_token_yields_the_principal() {
+    let f = fixture().await;
+    let token = f.standin.mint_id_token(&claims(&f.standin, json!({})));
+    let principal = verify_jwt(&f, &token).await.unwrap();
+    assert_eq!(principal.sub, "42");
+    assert_eq!(principal.hosted_domain.as_deref(), Some("example.com"));
+    assert!(principal.email_verified);
+    assert_eq!(principal.source, TokenSource::GoogleIdToken);
+    // Legacy Google spelling of email_verified as a string is accepted too.
+    let token = f
+        .standin
+        .mint_id_token(&claims(&f.standin, json!({"email_verified": "true"})));
+    assert!(verify_jwt(&f, &token).await.unwrap().email_verified);
+}
+
+#[tokio::test]
+async fn id_token_rejections() {
+    let f = fixture().await;
+    let now = unix_now();
+    let skew = 30;
+    let cases = [
+        (json!({"exp": now - skew - 5}), TokenError::Expired),
+        (json!({"iat": now + skew + 60}), TokenError::NotYetValid),
+        (json!({"nbf": now + skew + 60}), TokenError::NotYetValid),
+        (
+            json!({"aud": "other.apps.googleusercontent.com"}),
+            TokenError::WrongAudience,
+        ),
+        (
+            json!({"azp": "other.apps.googleusercontent.com"}),
+            TokenError::WrongAuthorizedParty,
+        ),
+        (
+            json!({"iss": "https://accounts.google.com.evil"}),
+            TokenError::WrongIssuer,
+        ),
+        (json!({"exp": null}), TokenError::MissingClaim),
+        (json!({"iat": null}), TokenError::MissingClaim),
+        (json!({"sub": null}), TokenError::MissingClaim),
+    ];
+    for (overrides, expected) in cases {
+        let token = f
+            .standin
+            .mint_id_token(&claims(&f.standin, overrides.clone()));
+        assert_eq!(
+            verify_jwt(&f, &token).await,
+            Err(VerifyError::Token(expected)),
+            "{overrides}"
+        );
+    }
+    // Within the skew, a just-expired token still passes (clock drift between us and Google).
+    let token = f
+        .standin
+        .mint_id_token(&claims(&f.standin, json!({"exp": now - 5})));
+    assert!(verify_jwt(&f, &token).await.is_ok());
+}
+
+#[tokio::test]
+async fn algorithm_key_and_signature_rejections() {
+    let f = fixture().await;
+    let good = claims(&f.standin, json!({}));
+    let mint = |kid: Option<&str>, alg: Option<&str>| {
+        f.standin.mint_id_token_with(&good, kid, alg).unwrap()
+    };
+    let valid = f.standin.mint_id_token(&good);
+    let (head, rest) = valid.split_once('.').unwrap();
+    let (body, _) = rest.split_once('.').unwrap();
+    let tampered_body = {
+        let other = f
+            .standin
+            .mint_id_token(&claims(&f.standin, json!({"sub": "admin"})));
+        other.split('.').nth(1).unwrap().to_string()
+    };
+    let cases = [
+        (mint(None, Some("none")), TokenError::UnsupportedAlgorithm),
+        // Algorithm confusion: HMAC keyed with the public key.
+        (mint(None, Some("HS256")), TokenError::UnsupportedAlgorithm),
+        (mint(None, Some("PS256")), TokenError::UnsupportedAlgorithm),
+        (mint(Some("no-such-kid"), None), TokenError::UnknownKeyId),
+        (
+            format!(
+                "{head}.{tampered_body}.{}",
+                valid.rsplit('.').next().unwrap()
+            ),
+            TokenError::BadSignature,
+        ),
+        (format!("{head}.{body}.AAAA"), TokenError::BadSignature),
+        ("e30.e30.AAAA".to_string(), TokenError::Malformed),
+        ("bm90anNvbg.e30.AAAA".to_string(), TokenError::Malformed),
+        (
+            format!("eyJhbGciOiJSUzI1NiJ9.{body}.AAAA"),
+            TokenError::MissingKeyId,
+        ),
+    ];
+    for (token, expected) in cases {
+        assert_eq!(
+            verify_jwt(&f, &token).await,
+            Err(VerifyError::Token(expected)),
+            "{token}"
+        );
+    }
+}
+
+fn access_spec(overrides: impl FnOnce(&mut AccessTokenSpec)) -> AccessTokenSpec {
+    let mut spec = AccessTokenSpec {
+        sub: "7".into(),
+        email: Some("grace@example.com".into()),
+        hd: Some("example.com".into()),
+        aud: CLIENT.into(),
+        ..Default::default()
+    };
+    overrides(&mut spec);
+    spec
+}
+
+#[tokio::test]
+async fn access_tokens() {
+    let f = fixture().await;
+    let verify = |token: String| {
+        let google = f.google.clone();
+        async move { google.verify(Credential::Opaque(&token)).await }
+    };
+    let principal = verify(f.standin.mint_access_token(access_spec(|_| {})))
+        .await
+        .unwrap();
+    assert_eq!(principal.sub, "7");
+    assert_eq!(principal.hosted_domain.as_deref(), Some("example.com"));
+    assert!(principal.expires_at > unix_now() + 3000);
+    assert_eq!(principal.source, TokenSource::GoogleAccessToken);
+
+    // A consumer account: email at the company's domain, but userinfo has no hd.
+    let consumer = verify(f.standin.mint_access_token(access_spec(|s| s.hd = None)))
+        .await
+        .unwrap();
+    assert_eq!(consumer.hosted_domain, None);
+
+    let cases = [
+        (
+            f.standin
+                .mint_access_token(access_spec(|s| s.expires_in = -5)),
+            TokenError::Rejected,
+        ),
+        (
+            f.standin
+                .mint_access_token(access_spec(|s| s.aud = "x.apps".into())),
+            TokenError::WrongAudience,
+        ),
+        (
+            f.standin
+                .mint_access_token(access_spec(|s| s.azp = Some("x.apps".into()))),
+            TokenError::WrongAuthorizedParty,
+        ),
+        ("ya29.unknown".to_string(), TokenError::Rejected),
+    ];
+    for (token, expected) in cases {
+        assert_eq!(verify(token).await, Err(VerifyError::Token(expected)));
+    }
+}
+
+#[tokio::test]
+async fn outages_are_backend_errors_never_token_errors() {
+    let f = fixture().await;
+    let token = f.standin.mint_access_token(access_spec(|_| {}));
+    for (mode, endpoint) in [
+        (FaultMode::Error, Endpoint::Tokeninfo),
+        (FaultMode::Error, Endpoint::Userinfo),
+        (FaultMode::Garbage, Endpoint::Tokeninfo),
+        (FaultMode::Hang, Endpoint::Userinfo),
+    ] {
+        f.standin
+            .set_fault(&FaultSpec {
+                mode,
+                status: Some(503),
+                endpoints: Some(vec![endpoint]),
+            })
+            .unwrap();
+        let result = f.google.verify(Credential::Opaque(&token)).await;
+        assert!(
+            matches!(result, Err(VerifyError::Backend(_))),
+            "{mode:?} {endpoint:?}: {result:?}"
+        );
+        f.standin
+            .set_fault(&FaultSpec {
+                mode: FaultMode::Ok,
+                status: None,
+                endpoints: None,
+            })
+            .unwrap();
+    }
+    // 429 from Google is an outage too (quota), not a bad token.
+    f.standin
+        .set_fault(&FaultSpec {
+            mode: FaultMode::Error,
+            status: Some(429),
+            endpoints: Some(vec![Endpoint::Tokeninfo]),
+        })
+        .unwrap();
+    assert!(matches!(
+        f.google.verify(Credential::Opaque(&token)).await,
+        Err(VerifyError::Backend(_))
+    ));
+}
+
+#[tokio::test]
+async fn unknown_kid_spray_causes_at_most_one_jwks_fetch() {
+    let f = fixture().await;
+    let before = f.standin.stats().jwks;
+    let good = claims(&f.standin, json!({}));
+    let tokens: Vec<String> = (0..100)
+        .map(|i| {
+            f.standin
+                .mint_id_token_with(&good, Some(&format!("spray-{i}")), None)
+                .unwrap()
+        })
+        .collect();
+    let results = futures::future::join_all(tokens.iter().map(|t| verify_jwt(&f, t))).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| *r == Err(VerifyError::Token(TokenError::UnknownKeyId)))
+    );
+    // The start-up fetch was moments ago, inside the 30 s refetch interval: no fetch at all.
+    assert_eq!(f.standin.stats().jwks - before, 0);
+}
+
+#[tokio::test]
+async fn known_keys_keep_working_while_jwks_is_down() {
+    let f = fixture().await;
+    f.standin
+        .set_fault(&FaultSpec {
+            mode: FaultMode::Error,
+            status: Some(500),
+            endpoints: Some(vec![Endpoint::Jwks]),
+        })
+        .unwrap();
+    let token = f.standin.mint_id_token(&claims(&f.standin, json!({})));
+    assert!(verify_jwt(&f, &token).await.is_ok());
+}
+
+#[tokio::test]
+async fn unknown_kid_during_a_jwks_outage_is_a_backend_error() {
+    let f = fixture_with_refetch_interval("100ms").await;
+    f.standin
+        .set_fault(&FaultSpec {
+            mode: FaultMode::Error,
+            status: Some(500),
+            endpoints: Some(vec![Endpoint::Jwks]),
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let good = claims(&f.standin, json!({}));
+    let token = f
+        .standin
+        .mint_id_token_with(&good, Some("rotated-in-during-outage"), None)
+        .unwrap();
+    // We cannot tell a new key from a forged kid while Google is down: that is a 503, not a 401.
+    assert!(matches!(
+        verify_jwt(&f, &token).await,
+        Err(VerifyError::Backend(_))
+    ));
+    // And a second request inside the refetch interval does not hammer the JWKS endpoint.
+    assert!(matches!(
+        verify_jwt(&f, &token).await,
+        Err(VerifyError::Backend(_))
+    ));
+}
