@@ -247,8 +247,8 @@ class Envoy:
     """A real Envoy running envoy/local.yaml with this stack's ports filled in."""
 
     def __init__(self, workdir: pathlib.Path, authz: Authz, upstream_port: int,
-                 template: pathlib.Path = ROOT / "envoy" / "local.yaml"):
-        self.port = free_port()
+                 template: pathlib.Path = ROOT / "envoy" / "local.yaml", port: int | None = None):
+        self.port = port or free_port()
         self.admin_port = free_port()
         self.cert, key = self_signed_cert(workdir)
         values = {
@@ -290,7 +290,7 @@ class Envoy:
 class Stack:
     """Stand-in + authz + echo upstream + Envoy, wired together, closed in reverse order."""
 
-    def __init__(self, workdir: pathlib.Path, **authz_settings):
+    def __init__(self, workdir: pathlib.Path, envoy_port: int | None = None, **authz_settings):
         self.workdir = workdir
         self.standin = self.upstream = self.authz = self.envoy = None
         try:
@@ -299,7 +299,7 @@ class Stack:
             settings = {"issuer": self.standin.url, "resource_url": "https://mcp.example.com/mcp"}
             settings.update(authz_settings)
             self.authz = Authz(workdir, settings).start()
-            self.envoy = Envoy(workdir, self.authz, self.upstream.port)
+            self.envoy = Envoy(workdir, self.authz, self.upstream.port, port=envoy_port)
         except BaseException:
             self.close()
             raise

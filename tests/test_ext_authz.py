@@ -300,3 +300,29 @@ def test_check_config(tmp_path):
                                                 "AUTHZ_ACCESS__DOMAINS": DOMAIN,
                                                 "AUTHZ_RESOURCE__URL": "https://mcp.example.com/mcp"})
     assert env_only.returncode == 0, env_only.stderr
+
+
+def test_no_token_ever_reaches_the_logs(stack):
+    tokens = [
+        stack.standin.id_token(),
+        stack.standin.id_token(aud="other"),
+        stack.standin.id_token(hd="evil.example"),
+        stack.standin.access_token(),
+        stack.standin.access_token(hd=None),
+        "ya29.junk-token-that-google-never-issued",
+        foreign_key_token("nope"),
+    ]
+    for token in tokens:
+        stack.envoy.request(token=token)
+    stack.standin.fault("error", endpoints=["tokeninfo"])
+    try:
+        stack.envoy.request(token=stack.standin.access_token(sub="outage"))
+    finally:
+        stack.standin.fault("ok")
+    log = stack.authz.process.log()
+    assert '"decision"' in log
+    # Not a token, not a prefix, not a signature: every JWT starts with "eyJ".
+    assert "eyJ" not in log
+    assert "ya29." not in log
+    for token in tokens:
+        assert token[-16:] not in log

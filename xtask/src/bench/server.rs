@@ -1,0 +1,217 @@
+//! The system under test: the Google stand-in (in-process) and the release `authz` binary (a
+//! child process, killed when its guard drops, so also on errors and panics).
+
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use standin::{Options, StandIn};
+
+/// `$CARGO_TARGET_DIR/release/authz`, else `<workspace>/target/release/authz`.
+pub fn default_authz_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(Path::new(".."))
+                .join("target")
+        });
+    target.join("release").join("authz")
+}
+
+/// Starts the stand-in on a free port of 127.0.0.1, serving from the current runtime.
+pub async fn start_standin() -> anyhow::Result<StandIn> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the stand-in's listener")?;
+    StandIn::start(listener, Options::default())
+        .await
+        .context("starting the Google stand-in")
+}
+
+/// A running authz process and its temporary directory (config and log).
+#[derive(Debug)]
+pub struct Authz {
+    child: Child,
+    dir: PathBuf,
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+/// Memory of the authz process, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+impl Authz {
+    /// Writes a config for `issuer` to a fresh temporary directory and starts `bin` with it.
+    pub fn spawn(bin: &Path, issuer: &str, client_id: &str, domain: &str) -> anyhow::Result<Self> {
+        ensure!(
+            bin.is_file(),
+            "{} does not exist: run `cargo build --release -p authz -p standin` first \
+             (or pass --authz-bin)",
+            bin.display()
+        );
+        let dir = std::env::temp_dir().join(format!("authz-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let (grpc, http) = (free_port()?, free_port()?);
+        // Audit logs are one line per decision at info: `warn` keeps them out of the numbers.
+        let config = format!(
+            r#"[listen]
+grpc = "{grpc}"
+http = "{http}"
+
+[google]
+client_ids = ["{client_id}"]
+issuer = "{issuer}"
+tokeninfo_url = "{issuer}/tokeninfo"
+
+[access]
+domains = ["{domain}"]
+
+[resource]
+url = "https://mcp.example.com/mcp"
+
+[cache]
+max_entries = 1000000
+
+[log]
+level = "warn"
+"#
+        );
+        let config_path = dir.join("authz.toml");
+        std::fs::write(&config_path, config)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        let log_path = dir.join("authz.log");
+        let log = File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut command = Command::new(bin);
+        // The config file is the whole config: no AUTHZ_* overrides from the caller.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AUTHZ_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("duplicating the log file handle")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()));
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            child,
+            dir,
+            grpc,
+            http,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    /// Polls `GET /readyz` until it answers 200 (discovery and JWKS loaded).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.ensure_running()?;
+            let http = self.http;
+            let status = tokio::task::spawn_blocking(move || http_status(http, "/readyz"))
+                .await
+                .context("the readiness probe task failed")?;
+            if let Ok(200) = status {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "authz was not ready within {timeout:?} (last /readyz: {status:?}); its log:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Fails, with the end of its log, if the process has exited.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait().context("waiting for authz")? {
+            bail!("authz exited ({status}); its log:\n{}", self.log_tail());
+        }
+        Ok(())
+    }
+
+    pub fn memory(&self) -> anyhow::Result<Memory> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no {name} in {path}"))
+        };
+        Ok(Memory {
+            rss_kib: field("VmRSS:")?,
+            hwm_kib: field("VmHWM:")?,
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("authz.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Authz {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port that was free a moment ago (the kernel does not hand it out again right away).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    listener.local_addr().context("reading a free port")
+}
+
+/// `GET path` over HTTP/1.1; returns the status code.
+fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP response: {response:?}"))
+}
