@@ -204,6 +204,16 @@ impl Config {
         if self.google.request_timeout.is_zero() {
             return fail("google.request_timeout", "must be greater than zero");
         }
+        let refetch = self.google.jwks_refetch_interval;
+        if refetch < Duration::from_secs(1) || refetch > Duration::from_secs(3600) {
+            return fail("google.jwks_refetch_interval", "must be between 1s and 1h");
+        }
+        if self.google.jwks_default_refresh < refetch {
+            return fail(
+                "google.jwks_default_refresh",
+                "must not be shorter than google.jwks_refetch_interval",
+            );
+        }
         if self.access.domains.is_empty() {
             return fail(
                 "access.domains",

@@ -140,6 +140,16 @@ fn errors_name_the_key() {
             "config: log.level:",
         ),
         (Some(MINIMAL), &[("AUTHZ_GOOGLE__TYPO", "1")], "typo"),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_GOOGLE__JWKS_REFETCH_INTERVAL", "100ms")],
+            "config: google.jwks_refetch_interval:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_GOOGLE__JWKS_REFETCH_INTERVAL", "2h")],
+            "config: google.jwks_refetch_interval:",
+        ),
         (Some(MINIMAL), &[("AUTHZ_GOOGLE", "x")], "config: google:"),
         (Some("[access]\ndomains = [\"example.com\"]"), &[], "google"),
         (Some("this is not toml"), &[], "config: (file):"),

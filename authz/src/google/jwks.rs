@@ -17,8 +17,9 @@ use url::Url;
 
 use super::{BackendError, Backoff, Endpoint};
 
-/// Never refresh more often than this, whatever `max-age` says.
-const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// Never refresh more often than this, whatever `max-age` says (and never more often than the
+/// unknown-`kid` refetch interval either).
+const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// Never keep a key set longer than this without asking again.
 const MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
 
@@ -151,7 +152,7 @@ impl Jwks {
         let (keys, max_age) = result?;
         let refresh_after = max_age
             .unwrap_or(self.default_refresh)
-            .clamp(MIN_REFRESH, MAX_REFRESH);
+            .clamp(self.refetch_interval.max(MIN_REFRESH), MAX_REFRESH);
         let mut current = self
             .current
             .write()

@@ -2,4 +2,5 @@
 //! reason, outages, and the JWKS refetch guard. (The end-to-end tests under /tests run the same
 //! cases through a real Envoy.)
 
+mod shutdown;
 mod verification;

@@ -23,8 +23,12 @@ async fn fixture() -> Fixture {
 }
 
 async fn fixture_with_refetch_interval(refetch: &str) -> Fixture {
+    fixture_with(refetch, Options::default()).await
+}
+
+async fn fixture_with(refetch: &str, options: Options) -> Fixture {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let standin = StandIn::start(listener, Options::default()).await.unwrap();
+    let standin = StandIn::start(listener, options).await.unwrap();
     let issuer = standin.issuer().to_string();
     let config = Config::load(
         None,
@@ -319,7 +323,7 @@ async fn known_keys_keep_working_while_jwks_is_down() {
 
 #[tokio::test]
 async fn unknown_kid_during_a_jwks_outage_is_a_backend_error() {
-    let f = fixture_with_refetch_interval("100ms").await;
+    let f = fixture_with_refetch_interval("1s").await;
     f.standin
         .set_fault(&FaultSpec {
             mode: FaultMode::Error,
@@ -327,7 +331,7 @@ async fn unknown_kid_during_a_jwks_outage_is_a_backend_error() {
             endpoints: Some(vec![Endpoint::Jwks]),
         })
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let good = claims(&f.standin, json!({}));
     let token = f
         .standin
@@ -343,4 +347,30 @@ async fn unknown_kid_during_a_jwks_outage_is_a_backend_error() {
         verify_jwt(&f, &token).await,
         Err(VerifyError::Backend(_))
     ));
+}
+
+#[tokio::test]
+async fn jwks_is_refreshed_in_the_background_as_max_age_says() {
+    let f = fixture_with(
+        "1s",
+        Options {
+            jwks_max_age: 1,
+            ..Options::default()
+        },
+    )
+    .await;
+    let standin = f.standin.clone();
+    let at_start = f.standin.stats().jwks;
+    // Google publishes a new key and retires the old one; nobody presents a token meanwhile.
+    tokio::task::spawn_blocking(move || standin.rotate(false))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let fetches = f.standin.stats().jwks;
+    assert!(fetches > at_start, "the background refresh did not run");
+    // The new key is already known: verifying with it costs no fetch.
+    let token = f.standin.mint_id_token(&claims(&f.standin, json!({})));
+    let before = f.standin.stats().jwks;
+    assert!(verify_jwt(&f, &token).await.is_ok());
+    assert_eq!(f.standin.stats().jwks, before);
 }
