@@ -15,7 +15,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{Context as _, bail, ensure};
 
 use self::{
-    client::{Load, Row},
+    client::{CpuUse, Load, Row, Stop},
     server::Authz,
 };
 
@@ -59,6 +59,10 @@ pub struct Args {
     /// `<workspace>/target/release/authz`.
     #[arg(long, env = "AUTHZ_BIN")]
     authz_bin: Option<PathBuf>,
+    /// authz's `log.level`. The default, `info`, is production's: one audit line per decision
+    /// is part of the cost. `warn` leaves allow decisions unlogged, to see what logging costs.
+    #[arg(long, default_value = "info")]
+    log_level: String,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -81,12 +85,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             .build(),
     }
     .context("building the client runtime")?;
-    runtime.block_on(run(args))
+    let result = runtime.block_on(run(args));
+    // Do not wait for a token minting thread still running after a failure.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", report::machine_line());
     println!("command: {}", report::command_line());
+    println!("{}", report::load_line());
     println!(
         "params: rate={}/s duration={:?} tokens={} cold-rate={}/s cold-duration={:?} \
          concurrency={} max-in-flight={} connections={} client-threads={}",
@@ -106,20 +114,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => server::default_authz_bin(),
     };
     let standin = server::start_standin().await?;
-    let mut authz = Authz::spawn(&bin, standin.issuer(), CLIENT_ID, DOMAIN)?;
+    let mut authz = Authz::spawn(&bin, standin.issuer(), CLIENT_ID, DOMAIN, &args.log_level)?;
     println!(
-        "authz: {} (pid {}), gRPC {}, log level warn (per-decision audit logs are info: off)",
+        "authz: {} (pid {}), gRPC {}, log level {} (one audit line per allow at info)",
         bin.display(),
         authz.pid(),
-        authz.grpc_addr()
+        authz.grpc_addr(),
+        args.log_level
     );
 
     // Minting is ~1 ms of RSA signing per token: do it on every core while authz starts.
-    let cold_count = usize::try_from(
-        u128::from(args.cold_rate) * args.cold_duration.as_millis() / 1000,
-    )
-    .context("--cold-rate × --cold-duration is too large")?
-    .max(1);
+    // Exactly the number of checks the cold scenario sends (see Load::open_loop).
+    let cold_count =
+        usize::try_from(u128::from(args.cold_rate) * args.cold_duration.as_nanos() / 1_000_000_000)
+            .context("--cold-rate × --cold-duration is too large")?
+            .max(1);
     let minting = {
         let standin = standin.clone();
         let (warm, cold) = (args.tokens, cold_count);
@@ -128,56 +137,68 @@ async fn run(args: Args) -> anyhow::Result<()> {
             workload::check_bodies(&tokens)
         })
     };
-    let (ready, bodies) = tokio::join!(authz.wait_ready(Duration::from_secs(30)), minting);
-    ready?;
-    let mut bodies = bodies.context("the token minting task failed")?;
+    let (_, mut bodies) = tokio::try_join!(authz.wait_ready(Duration::from_secs(30)), async {
+        minting.await.context("the token minting task failed")
+    })?;
     let cold_bodies: Arc<[_]> = bodies.split_off(args.tokens).into();
     let warm_bodies: Arc<[_]> = bodies.into();
     let rss_ready = authz.memory()?;
     let stats_ready = standin.stats();
 
     let load = Load::connect(authz.grpc_addr(), args.connections).await?;
+    let pid = authz.pid().to_string();
     let mut rows: Vec<Row> = Vec::new();
 
     // Every token once, so the warm scenarios only see cache hits. Each is a cold check at
     // maximum concurrency: reported too, as it is measured anyway.
     rows.push(
-        load.closed_loop(
-            "cold ID token, max (warm-up: each token once)",
-            &warm_bodies,
-            args.concurrency,
-            client::Stop::OncePerBody,
+        with_cpu(
+            &pid,
+            load.closed_loop(
+                "cold ID token, max (warm-up: each token once)",
+                &warm_bodies,
+                args.concurrency,
+                Stop::OncePerBody,
+            ),
         )
-        .await,
+        .await?,
     );
     ensure_all_allowed(&rows)?;
-
     rows.push(
-        load.open_loop(
-            "warm, fixed rate",
-            &warm_bodies,
-            args.rate,
-            args.duration,
-            args.max_in_flight,
+        with_cpu(
+            &pid,
+            load.open_loop(
+                "warm, fixed rate",
+                &warm_bodies,
+                args.rate,
+                args.duration,
+                args.max_in_flight,
+            ),
         )
         .await?,
     );
     rows.push(
-        load.closed_loop(
-            "warm, max",
-            &warm_bodies,
-            args.concurrency,
-            client::Stop::After(args.duration),
+        with_cpu(
+            &pid,
+            load.closed_loop(
+                "warm, max",
+                &warm_bodies,
+                args.concurrency,
+                Stop::After(args.duration),
+            ),
         )
-        .await,
+        .await?,
     );
     rows.push(
-        load.open_loop(
-            "cold ID token (JWKS warm), fixed rate",
-            &cold_bodies,
-            args.cold_rate,
-            args.cold_duration,
-            args.max_in_flight,
+        with_cpu(
+            &pid,
+            load.open_loop(
+                "cold ID token (JWKS warm), fixed rate",
+                &cold_bodies,
+                args.cold_rate,
+                args.cold_duration,
+                args.max_in_flight,
+            ),
         )
         .await?,
     );
@@ -224,6 +245,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs a scenario, noting the CPU time authz (`pid`) and this process spend meanwhile.
+async fn with_cpu(
+    pid: &str,
+    scenario: impl Future<Output = anyhow::Result<Row>>,
+) -> anyhow::Result<Row> {
+    let (server_before, client_before) = (server::cpu_time(pid)?, server::cpu_time("self")?);
+    let mut row = scenario.await?;
+    row.cpu = Some(CpuUse {
+        server: server::cpu_time(pid)?.saturating_sub(server_before),
+        client: server::cpu_time("self")?.saturating_sub(client_before),
+    });
+    Ok(row)
 }
 
 /// A benchmark that measures denials or errors is measuring the wrong code path: fail.

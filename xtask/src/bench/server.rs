@@ -54,7 +54,13 @@ pub struct Memory {
 
 impl Authz {
     /// Writes a config for `issuer` to a fresh temporary directory and starts `bin` with it.
-    pub fn spawn(bin: &Path, issuer: &str, client_id: &str, domain: &str) -> anyhow::Result<Self> {
+    pub fn spawn(
+        bin: &Path,
+        issuer: &str,
+        client_id: &str,
+        domain: &str,
+        log_level: &str,
+    ) -> anyhow::Result<Self> {
         ensure!(
             bin.is_file(),
             "{} does not exist: run `cargo build --release -p authz -p standin` first \
@@ -64,7 +70,6 @@ impl Authz {
         let dir = std::env::temp_dir().join(format!("authz-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (grpc, http) = (free_port()?, free_port()?);
-        // Audit logs are one line per decision at info: `warn` keeps them out of the numbers.
         let config = format!(
             r#"[listen]
 grpc = "{grpc}"
@@ -85,15 +90,15 @@ url = "https://mcp.example.com/mcp"
 max_entries = 1000000
 
 [log]
-level = "warn"
+level = "{log_level}"
 "#
         );
         let config_path = dir.join("authz.toml");
         std::fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
         let log_path = dir.join("authz.log");
-        let log = File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut command = Command::new(bin);
         // The config file is the whole config: no AUTHZ_* overrides from the caller.
         for (name, _) in std::env::vars_os() {
@@ -191,6 +196,29 @@ impl Drop for Authz {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// CPU time (user + system, all threads, exited ones included) of process `pid`, or of this
+/// process for `"self"`, from `/proc/<pid>/stat` (10 ms resolution).
+pub fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
+    /// `USER_HZ`, the unit of `/proc/<pid>/stat` times: 100 on every Linux platform we run on.
+    const TICKS_PER_SECOND: u64 = 100;
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name (which may hold spaces) start at field 3, `state`;
+    // utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        fields
+            .get(index - 3)
+            .and_then(|field| field.parse().ok())
+            .with_context(|| format!("no field {index} in {path}"))
+    };
+    let total = ticks(14)? + ticks(15)?;
+    Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
 }
 
 /// A port that was free a moment ago (the kernel does not hand it out again right away).
