@@ -5,45 +5,25 @@
 
 use std::time::Duration;
 
-use crate::{authorizer::Decision, google::BackendError, verdict::Verdict};
+use crate::{authorizer::Decision, google::BackendError};
 
+/// Every decision is logged at INFO, allow or deny alike: it is a record, not a warning. An
+/// attacker's junk tokens must not be able to raise the log's severity.
 pub fn decision(request_id: &str, decision: &Decision, latency: Duration) {
     let principal = decision.verdict.principal();
-    let level_is_allow = matches!(decision.verdict, Verdict::Allow(_));
-    let subject = principal.map(|p| p.sub.as_str());
-    let email = principal.and_then(|p| p.email.as_deref());
-    let domain = principal.and_then(|p| p.hosted_domain.as_deref());
-    let token_kind = principal.map(|p| p.source.as_str());
-    let latency_us = latency.as_micros() as u64;
-    if level_is_allow {
-        tracing::info!(
-            target: "audit",
-            request_id,
-            subject,
-            email,
-            domain,
-            token_kind,
-            decision = decision.verdict.decision(),
-            reason = decision.verdict.reason(),
-            cache = decision.cache.as_str(),
-            latency_us,
-            "decision"
-        );
-    } else {
-        tracing::warn!(
-            target: "audit",
-            request_id,
-            subject,
-            email,
-            domain,
-            token_kind,
-            decision = decision.verdict.decision(),
-            reason = decision.verdict.reason(),
-            cache = decision.cache.as_str(),
-            latency_us,
-            "decision"
-        );
-    }
+    tracing::info!(
+        target: "audit",
+        request_id,
+        subject = principal.map(|p| p.sub.as_str()),
+        email = principal.and_then(|p| p.email.as_deref()),
+        domain = principal.and_then(|p| p.hosted_domain.as_deref()),
+        token_kind = principal.map(|p| p.source.as_str()),
+        decision = decision.verdict.decision(),
+        reason = decision.verdict.reason(),
+        cache = decision.cache.as_str(),
+        latency_us = latency.as_micros() as u64,
+        "decision"
+    );
 }
 
 pub fn outage(request_id: &str, error: &BackendError, latency: Duration) {

@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(long, env = "AUTHZ_BIN")]
     authz_bin: Option<PathBuf>,
     /// authz's `log.level`. The default, `info`, is production's: one audit line per decision
-    /// is part of the cost. `warn` leaves allow decisions unlogged, to see what logging costs.
+    /// is part of the cost. `warn` leaves decisions unlogged, to see what logging costs.
     #[arg(long, default_value = "info")]
     log_level: String,
 }
@@ -116,7 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let standin = server::start_standin().await?;
     let mut authz = Authz::spawn(&bin, standin.issuer(), CLIENT_ID, DOMAIN, &args.log_level)?;
     println!(
-        "authz: {} (pid {}), gRPC {}, log level {} (one audit line per allow at info)",
+        "authz: {} (pid {}), gRPC {}, log level {} (one audit line per decision at info)",
         bin.display(),
         authz.pid(),
         authz.grpc_addr(),
