@@ -103,4 +103,6 @@ impl VerdictCache {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

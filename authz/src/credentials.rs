@@ -116,4 +116,6 @@ fn query_has_access_token(path: &str) -> bool {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

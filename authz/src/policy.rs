@@ -112,4 +112,21 @@ mod tests {
             assert_eq!(policy.decide(&p), expected, "{p:?}");
         }
     }
+
+    proptest::proptest! {
+        /// The decision is exactly "verified email and an allowed hd"; the email never matters.
+        #[test]
+        fn only_hd_and_verification_decide(
+            domain in "[a-z]{1,8}\\.(com|org)",
+            hd in proptest::option::of("[a-zA-Z]{1,8}\\.(com|org|COM)"),
+            local in "[a-z]{1,8}",
+            verified: bool,
+        ) {
+            let policy = AccessPolicy::new(std::slice::from_ref(&domain));
+            // The email is always at the allowed domain: it must make no difference.
+            let p = principal(&format!("{local}@{domain}"), hd.as_deref(), verified);
+            let allowed = verified && hd.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&domain));
+            proptest::prop_assert_eq!(policy.decide(&p).is_ok(), allowed);
+        }
+    }
 }
