@@ -84,8 +84,8 @@ class Process:
 class StandIn:
     """The local stand-in for Google's endpoints (the `standin` binary) and its control API."""
 
-    def __init__(self, workdir: pathlib.Path, jwks_max_age: int = 3600):
-        self.port = free_port()
+    def __init__(self, workdir: pathlib.Path, jwks_max_age: int = 3600, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = Process(
             "standin",
@@ -121,8 +121,11 @@ class StandIn:
         spec = {k: v for k, v in spec.items() if v is not None}
         return self._post("access_token", spec)["token"]
 
-    def rotate(self, keep_old: bool = True) -> str:
-        return self._post("rotate", {"keep_old": keep_old})["kid"]
+    def rotate(self, keep_old: bool = True, activate: bool = True) -> str:
+        return self._post("rotate", {"keep_old": keep_old, "activate": activate})["kid"]
+
+    def activate(self) -> str:
+        return self._post("activate", {})["kid"]
 
     def fault(self, mode: str, **extra) -> None:
         self._post("fault", {"mode": mode, **extra})

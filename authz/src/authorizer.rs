@@ -7,7 +7,7 @@ use crate::{
     cache::{self, CacheKey, VerdictCache},
     config::Config,
     credentials::{self, Credential},
-    google::{BackendError, Google, TokenError, VerifyError},
+    google::{BackendError, Google, VerifyError},
     policy::AccessPolicy,
     principal::unix_now,
     verdict::{Unauthenticated, Verdict},
@@ -93,12 +93,16 @@ impl Authorizer {
             }
         };
         let key = self.cache_key(credential);
-        let (verdict, hit) = self
-            .cache
-            .get_or_verify(key, self.verify(credential))
-            .await
-            .map_err(|shared| (*shared).clone())?;
-        let verdict = self.recheck_expiry(key, verdict).await;
+        let lookup = self.cache.get_or_verify(key, self.verify(credential));
+        let (mut verdict, mut hit) = lookup.await.map_err(|shared| (*shared).clone())?;
+        if hit && outlived_its_token(&verdict) {
+            // The cache's lifetime is computed once at insertion; checking `exp` again on every
+            // hit makes "a cached identity never outlives its token" hold to the second. The
+            // token is then judged afresh (it may still be inside the clock-skew leeway).
+            self.cache.invalidate(&key).await;
+            let again = self.cache.get_or_verify(key, self.verify(credential));
+            (verdict, hit) = again.await.map_err(|shared| (*shared).clone())?;
+        }
         Ok(Decision {
             verdict,
             cache: if hit { CacheUse::Hit } else { CacheUse::Miss },
@@ -127,17 +131,10 @@ impl Authorizer {
             Err(VerifyError::Backend(error)) => Err(error),
         }
     }
+}
 
-    /// The cache expires entries with the token, but its clock ticks in whole seconds of
-    /// lifetime computed at insertion; checking `exp` again makes "a cached identity never
-    /// outlives its token" hold to the second.
-    async fn recheck_expiry(&self, key: CacheKey, verdict: Verdict) -> Verdict {
-        match verdict.principal() {
-            Some(principal) if principal.expires_at <= unix_now() => {
-                self.cache.invalidate(&key).await;
-                Verdict::Unauthenticated(Unauthenticated::Token(TokenError::Expired))
-            }
-            _ => verdict,
-        }
-    }
+fn outlived_its_token(verdict: &Verdict) -> bool {
+    verdict
+        .principal()
+        .is_some_and(|principal| principal.expires_at <= unix_now())
 }

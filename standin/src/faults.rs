@@ -27,6 +27,9 @@ pub enum FaultMode {
     /// Answer 200 with a body that is not JSON, though labelled `application/json` so the
     /// caller's parser, not its content-type check, is what fails.
     Garbage,
+    /// Answer 200 with well-formed but empty JSON: `{"keys":[]}` (a JWKS with no usable keys)
+    /// on the JWKS endpoint, `{}` elsewhere.
+    Empty,
 }
 
 /// The body of `POST /_standin/fault`.
@@ -47,6 +50,7 @@ pub(crate) enum Fault {
     Error(StatusCode),
     Hang,
     Garbage,
+    Empty(Endpoint),
 }
 
 /// The fault in force on each endpoint, if any.
@@ -66,11 +70,16 @@ impl Faults {
             }
             FaultMode::Hang => Some(Fault::Hang),
             FaultMode::Garbage => Some(Fault::Garbage),
+            // Per endpoint: filled in below.
+            FaultMode::Empty => None,
         };
         let endpoints = spec.endpoints.as_deref().unwrap_or(&Endpoint::ALL);
         let mut table = self.0.lock().expect("fault table mutex poisoned");
         for endpoint in endpoints {
-            table[endpoint.index()] = fault;
+            table[endpoint.index()] = match spec.mode {
+                FaultMode::Empty => Some(Fault::Empty(*endpoint)),
+                _ => fault,
+            };
         }
         Ok(())
     }
@@ -102,6 +111,14 @@ impl Fault {
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, crate::routes::JSON)],
                     "<html><body>502 upstream garbage {not json",
+                )
+                    .into_response(),
+            ),
+            Fault::Empty(endpoint) => Some(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, crate::routes::JSON)],
+                    if endpoint == Endpoint::Jwks { r#"{"keys":[]}"# } else { "{}" },
                 )
                     .into_response(),
             ),

@@ -162,18 +162,34 @@ impl KeyRing {
         self.lock().current.clone()
     }
 
-    /// Makes `key` the signing key and publishes it; the keys published so far stay in the
-    /// JWKS only when `keep_old`.
-    pub(crate) fn install(&self, key: SigningKey, keep_old: bool) -> String {
+    /// Publishes `key` (first in the JWKS) and, when `activate`, makes it the signing key; the
+    /// keys published so far stay in the JWKS only when `keep_old`. Google publishes a key well
+    /// before it signs with it: `activate: false` followed later by [`KeyRing::activate_newest`]
+    /// plays that.
+    pub(crate) fn install(&self, key: SigningKey, keep_old: bool, activate: bool) -> String {
         let kid = key.kid.clone();
         let key = Arc::new(key);
         let mut ring = self.lock();
         if !keep_old {
-            ring.published.clear();
+            // Dropping the old keys never drops the one still signing.
+            let signing = ring.current.clone();
+            ring.published
+                .retain(|k| !activate && Arc::ptr_eq(k, &signing));
         }
         ring.published.insert(0, key.clone());
-        ring.current = key;
+        if activate {
+            ring.current = key;
+        }
         kid
+    }
+
+    /// Starts signing with the most recently published key.
+    pub(crate) fn activate_newest(&self) -> String {
+        let mut ring = self.lock();
+        if let Some(newest) = ring.published.first().cloned() {
+            ring.current = newest;
+        }
+        ring.current.kid.clone()
     }
 
     /// The JWKS document: `{"keys": [...]}`.

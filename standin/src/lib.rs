@@ -178,7 +178,20 @@ impl StandIn {
     pub fn rotate(&self, keep_old: bool) -> String {
         let key = SigningKey::generate()
             .expect("generating an RSA key fails only when the OS random source does");
-        self.shared.keys.install(key, keep_old)
+        self.shared.keys.install(key, keep_old, true)
+    }
+
+    /// Publishes a new key in the JWKS without signing with it yet (as Google does ahead of a
+    /// rotation); [`StandIn::activate_newest`] starts using it. Blocks like [`StandIn::rotate`].
+    pub fn publish_next(&self) -> String {
+        let key = SigningKey::generate()
+            .expect("generating an RSA key fails only when the OS random source does");
+        self.shared.keys.install(key, true, false)
+    }
+
+    /// Signs from now on with the most recently published key; returns its kid.
+    pub fn activate_newest(&self) -> String {
+        self.shared.keys.activate_newest()
     }
 
     /// Sets or clears a fault, as `POST /_standin/fault` does.

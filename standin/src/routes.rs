@@ -50,6 +50,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_standin/id_token", post(mint_id_token))
         .route("/_standin/access_token", post(mint_access_token))
         .route("/_standin/rotate", post(rotate))
+        .route("/_standin/activate", post(activate))
         .route("/_standin/fault", post(set_fault))
         .route("/_standin/stats", get(stats))
         .route("/_standin/stats/reset", post(reset_stats))
@@ -277,9 +278,24 @@ async fn mint_access_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Re
 #[serde(default, deny_unknown_fields)]
 struct RotateRequest {
     keep_old: bool,
+    /// Sign with the new key at once (default). `false` only publishes it; see `/activate`.
+    #[serde(default = "yes")]
+    activate: bool,
 }
 
-/// `POST /_standin/rotate` `{"keep_old": bool}` (default false) → `{"kid": "<new kid>"}`.
+fn yes() -> bool {
+    true
+}
+
+/// `POST /_standin/activate` → `{"kid"}`: sign from now on with the newest published key.
+async fn activate(State(shared): State<Arc<Shared>>) -> Response {
+    let kid = shared.keys.activate_newest();
+    info!(%kid, "signing with the newest published key");
+    json_response(StatusCode::OK, &json!({ "kid": kid }))
+}
+
+/// `POST /_standin/rotate` `{"keep_old": bool, "activate": bool}` (defaults false, true) →
+/// `{"kid": "<new kid>"}`.
 ///
 /// Generates a new key, makes it the signing key and publishes it first in the JWKS. With
 /// `keep_old` the keys published so far stay in the JWKS too; without, they are dropped.
@@ -293,7 +309,7 @@ async fn rotate(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(Err(err)) => return server_error(&format!("{err:#}")),
         Err(err) => return server_error(&format!("key generation task failed: {err}")),
     };
-    let kid = shared.keys.install(key, request.keep_old);
+    let kid = shared.keys.install(key, request.keep_old, request.activate);
     info!(%kid, keep_old = request.keep_old, "rotated the signing key");
     json_response(StatusCode::OK, &json!({ "kid": kid }))
 }
