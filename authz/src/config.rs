@@ -148,7 +148,7 @@ pub enum LogFormat {
 
 /// A configuration problem, reported as one line naming the key.
 #[derive(Debug, thiserror::Error)]
-#[error("config: {key}: {message}")]
+#[error("config: {}: {}", one_line(key), one_line(message))]
 pub struct ConfigError {
     pub key: String,
     pub message: String,
@@ -294,6 +294,21 @@ impl Config {
         }
         hash.finalize().into()
     }
+}
+
+/// Keys and values can come from the environment or quoted TOML keys and may hold control
+/// characters; escaping them keeps every error on one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Deserializer messages may append a location on a second line; errors stay one line.

@@ -153,6 +153,9 @@ fn errors_name_the_key() {
         (Some(MINIMAL), &[("AUTHZ_GOOGLE", "x")], "config: google:"),
         (Some("[access]\ndomains = [\"example.com\"]"), &[], "google"),
         (Some("this is not toml"), &[], "config: (file):"),
+        // Found by fuzzing: a variable name with a newline made a two-line error.
+        (Some(""), &[("AUTHZ_GOOGE\n", "x")], "config: googe\\n:"),
+        (Some("[\"a\\nb\"]"), &[], "config: a\\nb:"),
     ];
     for (file, pairs, expected) in cases {
         let error = load_err(*file, pairs);
