@@ -199,7 +199,7 @@ def test_unknown_access_token_is_401(stack):
     assert audit_for(stack, response)["reason"] == "rejected_by_google"
 
 
-@pytest.mark.parametrize("mode", ["error", "hang", "garbage"])
+@pytest.mark.parametrize("mode", ["error", "hang", "garbage", "reset", "empty"])
 def test_google_outage_is_503_and_recovers_without_restart(stack, mode):
     cached = stack.standin.access_token(sub="cached")
     assert stack.envoy.request(token=cached).status_code == 200

@@ -188,9 +188,13 @@ def test_google_unreachable_then_back_on_a_new_process(tmp_path):
 
 def test_hostile_input_at_the_http_listener(stack):
     base = f"http://127.0.0.1:{stack.authz.http_port}"
+    pid = stack.authz.process.popen.pid
+    rss_before = int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")).split()[1])
     assert requests.get(f"{base}/nope", timeout=5).status_code == 404
     assert requests.post(f"{base}/readyz", data=b"x" * (8 << 20), timeout=10).status_code in (405, 413)
     assert requests.get(f"{base}/readyz?" + "a=1&" * 20000, timeout=5).status_code in (200, 414, 431)
     big_header = requests.get(f"{base}/healthz", headers={"x-big": "y" * 200_000}, timeout=5)
     assert big_header.status_code in (200, 431)
     assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    rss_after = int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")).split()[1])
+    assert rss_after - rss_before < 8 * 1024, f"RSS grew {rss_after - rss_before} KiB"

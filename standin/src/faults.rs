@@ -27,6 +27,9 @@ pub enum FaultMode {
     /// Answer 200 with a body that is not JSON, though labelled `application/json` so the
     /// caller's parser, not its content-type check, is what fails.
     Garbage,
+    /// Start a 200 response and break the connection before the body arrives, as a reset or a
+    /// crashing proxy would: the caller sees an incomplete message, not an HTTP status.
+    Reset,
     /// Answer 200 with well-formed but empty JSON: `{"keys":[]}` (a JWKS with no usable keys)
     /// on the JWKS endpoint, `{}` elsewhere.
     Empty,
@@ -50,6 +53,7 @@ pub(crate) enum Fault {
     Error(StatusCode),
     Hang,
     Garbage,
+    Reset,
     Empty(Endpoint),
 }
 
@@ -70,6 +74,7 @@ impl Faults {
             }
             FaultMode::Hang => Some(Fault::Hang),
             FaultMode::Garbage => Some(Fault::Garbage),
+            FaultMode::Reset => Some(Fault::Reset),
             // Per endpoint: filled in below.
             FaultMode::Empty => None,
         };
@@ -114,6 +119,21 @@ impl Fault {
                 )
                     .into_response(),
             ),
+            Fault::Reset => {
+                // The body stream fails at once, so the server aborts the connection after
+                // the status line and headers (which promise a body that never comes).
+                let broken = futures::stream::once(async {
+                    Err::<axum::body::Bytes, _>(std::io::Error::other("injected reset"))
+                });
+                Some(
+                    (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, crate::routes::JSON), (header::CONTENT_LENGTH, "64")],
+                        axum::body::Body::from_stream(broken),
+                    )
+                        .into_response(),
+                )
+            }
             Fault::Empty(endpoint) => Some(
                 (
                     StatusCode::OK,

@@ -43,11 +43,16 @@ pub async fn verify(
     );
     // tokeninfo speaks first: it is the authority on whether the token is ours and alive.
     let info = info?;
-    let audience_ok = info
-        .aud
-        .as_ref()
-        .is_some_and(|aud| settings.client_ids.contains(aud));
-    if !audience_ok {
+    let Some(aud) = &info.aud else {
+        // A 200 without an audience is a broken answer, not a verdict on the token: caching a
+        // denial for it would lock a user out over a Google glitch.
+        return Err(BackendError {
+            endpoint: Endpoint::Tokeninfo,
+            problem: "answer without aud".into(),
+        }
+        .into());
+    };
+    if !settings.client_ids.contains(aud) {
         return Err(TokenError::WrongAudience.into());
     }
     if let Some(azp) = &info.azp {
@@ -59,7 +64,10 @@ pub async fn verify(
     let expires_at = info
         .exp
         .or_else(|| info.expires_in.map(|left| now + left))
-        .ok_or(TokenError::MissingClaim)?;
+        .ok_or_else(|| BackendError {
+            endpoint: Endpoint::Tokeninfo,
+            problem: "answer without exp or expires_in".into(),
+        })?;
     if expires_at <= now {
         return Err(TokenError::Expired.into());
     }
