@@ -6,7 +6,7 @@
 //! Only "could not decide" (Google unavailable) is reported as an error, so Envoy's
 //! `status_on_error: 503` applies and an outage is never mistaken for a bad token.
 
-use std::{sync::Arc, time::Instant};
+use std::{borrow::Cow, sync::Arc, time::Instant};
 
 use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
@@ -97,9 +97,9 @@ impl Authorization for CheckService {
 /// does for `headers`, which the credential parser then refuses.
 fn authorization_header(
     http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-) -> Option<Vec<u8>> {
+) -> Option<Cow<'_, [u8]>> {
     if let Some(value) = http.headers.get("authorization") {
-        return Some(value.as_bytes().to_vec());
+        return Some(Cow::Borrowed(value.as_bytes()));
     }
     let map = http.header_map.as_ref()?;
     let mut values = map
@@ -113,10 +113,11 @@ fn authorization_header(
                 h.raw_value.as_slice()
             }
         });
-    let first = values.next()?.to_vec();
-    Some(values.fold(first, |mut joined, next| {
-        joined.push(b',');
-        joined.extend_from_slice(next);
+    let first = values.next()?;
+    Some(values.fold(Cow::Borrowed(first), |mut joined, next| {
+        let joined_mut = joined.to_mut();
+        joined_mut.push(b',');
+        joined_mut.extend_from_slice(next);
         joined
     }))
 }

@@ -88,23 +88,47 @@ pub fn extract<'a>(
 }
 
 fn classify(token: &str) -> Result<Credential<'_>, CredentialError> {
-    let segments: Vec<&str> = token.split('.').collect();
-    if segments.len() == 3 && segments.iter().all(|s| !s.is_empty() && is_base64url(s)) {
+    let mut segments = token.split('.');
+    let is_jwt = match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some(header), Some(payload), Some(signature), None) => [header, payload, signature]
+            .iter()
+            .all(|s| !s.is_empty() && s.bytes().all(|b| BASE64URL[usize::from(b)])),
+        _ => false,
+    };
+    if is_jwt {
         return Ok(Credential::Jwt(token));
     }
     // RFC 6750 b64token; this also refuses comma-joined duplicate headers ("Bearer a,Bearer b").
-    let b64token = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
     let body = token.trim_end_matches('=');
-    if token.len() > MAX_OPAQUE_LEN || !body.chars().all(b64token) {
+    if token.len() > MAX_OPAQUE_LEN || !body.bytes().all(|b| B64TOKEN[usize::from(b)]) {
         return Err(CredentialError::BadCharacters);
     }
     Ok(Credential::Opaque(token))
 }
 
-fn is_base64url(segment: &str) -> bool {
-    segment
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// Byte classes as lookup tables: this runs over every token on every request.
+const BASE64URL: [bool; 256] = byte_class(b"-_");
+const B64TOKEN: [bool; 256] = byte_class(b"-._~+/");
+
+/// ASCII letters and digits plus `extra`.
+const fn byte_class(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
 }
 
 fn query_has_access_token(path: &str) -> bool {

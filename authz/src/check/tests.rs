@@ -279,5 +279,5 @@ fn raw_header_map_is_read_and_duplicates_are_joined() {
         }),
         ..Default::default()
     };
-    assert_eq!(authorization_header(&http).unwrap(), b"Bearer a,Bearer b");
+    assert_eq!(&*authorization_header(&http).unwrap(), b"Bearer a,Bearer b");
 }
