@@ -3,8 +3,11 @@
 //! Commands:
 //! - `bench-check`: load-test the `authz` binary's ext_authz `Check` against the in-process
 //!   Google stand-in (see `BENCHMARKS.md`).
+//! - `bench-envoy`: end to end through a real Envoy: our ext_authz against Envoy's `jwt_authn`
+//!   and no auth (see `BENCHMARKS.md`).
 
 mod bench;
+mod bench_envoy;
 
 use std::process::ExitCode;
 
@@ -22,12 +25,16 @@ enum Command {
     /// Benchmark ext_authz Check on target/release/authz (build it first with
     /// `cargo build --release -p authz -p standin`).
     BenchCheck(bench::Args),
+    /// Benchmark end to end through Envoy: no auth, jwt_authn and ext_authz (authz), same
+    /// tokens, fixed rates (build authz first; Envoy from scripts/python-env).
+    BenchEnvoy(bench_envoy::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BenchCheck(args) => bench::main(args),
+        Command::BenchEnvoy(args) => bench_envoy::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

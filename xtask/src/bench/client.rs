@@ -38,7 +38,7 @@ use tonic::{
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// Gives up on a check after this long (it then counts as an error).
-const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One scenario's results.
 #[derive(Debug)]
@@ -218,7 +218,7 @@ impl Load {
 
 /// What one check came back as.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     Allowed,
     /// A CheckResponse whose status is not OK: a denial.
     NotOk(String),
@@ -249,10 +249,10 @@ async fn check(client: &mut Grpc<Channel>, body: Bytes) -> Outcome {
 
 /// What the check tasks of one scenario share.
 #[derive(Debug)]
-struct Shared {
-    in_flight: AtomicUsize,
+pub(crate) struct Shared {
+    pub(crate) in_flight: AtomicUsize,
     allowed: AtomicU64,
-    errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
     non_ok: AtomicU64,
     /// Uncontended with the default current-thread client runtime.
     recorded: Mutex<Recorded>,
@@ -266,7 +266,7 @@ struct Recorded {
 }
 
 impl Shared {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
             allowed: AtomicU64::new(0),
@@ -281,7 +281,7 @@ impl Shared {
     }
 
     /// Records a check counted from `start` (its due time, or its send time in a closed loop).
-    fn record(&self, start: Instant, end: Instant, outcome: Outcome) {
+    pub(crate) fn record(&self, start: Instant, end: Instant, outcome: Outcome) {
         let problem = match outcome {
             Outcome::Allowed => {
                 self.allowed.fetch_add(1, Relaxed);
@@ -309,7 +309,7 @@ impl Shared {
         recorded.last_answer = Some(recorded.last_answer.map_or(end, |last| last.max(end)));
     }
 
-    fn problem(&self, problem: String) {
+    pub(crate) fn problem(&self, problem: String) {
         let mut recorded = self
             .recorded
             .lock()
@@ -317,7 +317,7 @@ impl Shared {
         recorded.first_problem.get_or_insert(problem);
     }
 
-    fn into_row(self: Arc<Self>, name: &str, target: Option<u64>, t0: Instant) -> Row {
+    pub(crate) fn into_row(self: Arc<Self>, name: &str, target: Option<u64>, t0: Instant) -> Row {
         let recorded = self
             .recorded
             .lock()
@@ -350,7 +350,7 @@ impl Shared {
 /// Linux lets a sleep overrun by the thread's timer slack, 50 µs by default, which would be
 /// added to every fixed-rate latency. Lowers it to 1 µs for the calling thread (through
 /// `/proc`, so no `unsafe`); returns the old value, or `None` when that is not possible.
-fn reduce_timer_slack() -> Option<String> {
+pub(crate) fn reduce_timer_slack() -> Option<String> {
     let path = timer_slack_path()?;
     let old = std::fs::read_to_string(&path).ok()?;
     std::fs::write(&path, "1000").ok()?;
@@ -358,7 +358,7 @@ fn reduce_timer_slack() -> Option<String> {
 }
 
 /// Restores the slack [`reduce_timer_slack`] changed: the blocking-pool thread is reused.
-fn reset_timer_slack(old: Option<String>) {
+pub(crate) fn reset_timer_slack(old: Option<String>) {
     if let (Some(old), Some(path)) = (old, timer_slack_path()) {
         let _ = std::fs::write(path, old.trim());
     }
@@ -377,11 +377,11 @@ fn timer_slack_path() -> Option<std::path::PathBuf> {
 }
 
 /// Nanoseconds from 1 ns to 100 s at 3 significant digits.
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("the bounds are valid")
 }
 
-fn nanos(duration: Duration) -> u64 {
+pub(crate) fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -5,10 +5,10 @@
 //! tokens and pre-encoded CheckRequests), `client` (the gRPC client and the open- and
 //! closed-loop load generators), `report` (the machine line and the result table).
 
-mod client;
-mod report;
-mod server;
-mod workload;
+pub(crate) mod client;
+pub(crate) mod report;
+pub(crate) mod server;
+pub(crate) mod workload;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -20,9 +20,9 @@ use self::{
 };
 
 /// The OAuth client id the benchmark's tokens are issued to and authz accepts.
-const CLIENT_ID: &str = "bench.apps.googleusercontent.com";
+pub(crate) const CLIENT_ID: &str = "bench.apps.googleusercontent.com";
 /// The Workspace domain authz allows and the tokens carry in `hd`.
-const DOMAIN: &str = "example.com";
+pub(crate) const DOMAIN: &str = "example.com";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -279,7 +279,7 @@ fn ensure_all_allowed(rows: &[Row]) -> anyhow::Result<()> {
 }
 
 /// `10s`, `500ms`, `2m`, `1.5s`; a bare number is seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -163,7 +163,7 @@ pub fn kib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn micros(nanos: u64) -> String {
+pub(crate) fn micros(nanos: u64) -> String {
     let micros = nanos as f64 / 1000.0;
     if micros < 10.0 {
         format!("{micros:.1}")

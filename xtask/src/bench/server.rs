@@ -222,13 +222,13 @@ pub fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
 }
 
 /// A port that was free a moment ago (the kernel does not hand it out again right away).
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     listener.local_addr().context("reading a free port")
 }
 
 /// `GET path` over HTTP/1.1; returns the status code.
-fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+pub(crate) fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(
