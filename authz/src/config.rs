@@ -127,7 +127,7 @@ pub struct Envoy {
 pub enum OutageResponse {
     /// A failed RPC (gRPC UNAVAILABLE). Works with every Envoy version.
     GrpcUnavailable,
-    /// `CheckResponse.error_response` with a 503, a JSON body and `Retry-After` (Envoy >= 1.37).
+    /// `CheckResponse.error_response` with a 503, a JSON body and `Retry-After`: needs an Envoy that knows the field (late 2025 on; tested with 1.40).
     ErrorResponse,
 }
 
