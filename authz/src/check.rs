@@ -69,9 +69,10 @@ impl Authorization for CheckService {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         // Envoy's `id` is its internal stream id; `x-request-id` is what users and access logs see.
+        // A client may send its own x-request-id; bound what reaches every audit line.
         let request_id = http
             .and_then(|h| h.headers.get("x-request-id").or(Some(&h.id)))
-            .map(String::as_str)
+            .map(|id| prefix(id, MAX_REQUEST_ID))
             .unwrap_or_default();
         let path = http.map(|h| h.path.as_str()).unwrap_or_default();
         let authorization = http.and_then(authorization_header);
@@ -90,6 +91,17 @@ impl Authorization for CheckService {
             }
         }
     }
+}
+
+const MAX_REQUEST_ID: usize = 128;
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The `Authorization` header, from `headers` or, when Envoy sends raw headers

@@ -281,3 +281,11 @@ fn raw_header_map_is_read_and_duplicates_are_joined() {
     };
     assert_eq!(&*authorization_header(&http).unwrap(), b"Bearer a,Bearer b");
 }
+
+#[test]
+fn request_ids_are_bounded_at_a_character_boundary() {
+    assert_eq!(prefix("abc", 128), "abc");
+    assert_eq!(prefix(&"x".repeat(500), 128).len(), 128);
+    let accented = "é".repeat(100); // two bytes each
+    assert_eq!(prefix(&accented, 127).len(), 126);
+}
