@@ -87,7 +87,7 @@ pub enum Stop {
 /// Connections to authz.
 #[derive(Debug)]
 pub struct Load {
-    clients: Vec<Grpc<Channel>>,
+    clients: Arc<[Grpc<Channel>]>,
 }
 
 impl Load {
@@ -105,7 +105,9 @@ impl Load {
                 .with_context(|| format!("connecting to authz at {addr}"))?;
             clients.push(Grpc::new(channel));
         }
-        Ok(Self { clients })
+        Ok(Self {
+            clients: clients.into(),
+        })
     }
 
     /// Sends `rate × duration` checks, request `i` due at `t0 + i / rate` with body
@@ -118,63 +120,7 @@ impl Load {
         duration: Duration,
         max_in_flight: usize,
     ) -> anyhow::Result<Row> {
-        let total = u64::try_from(u128::from(rate) * duration.as_nanos() / 1_000_000_000)
-            .context("rate × duration is too large")?;
-        let shared = Arc::new(Shared::new());
-        // A little slack so the first sends are not late because the pacer is still starting.
-        let t0 = Instant::now() + Duration::from_millis(20);
-        let runtime = tokio::runtime::Handle::current();
-        let pacer = {
-            let shared = shared.clone();
-            let clients = self.clients.clone();
-            let bodies = bodies.clone();
-            tokio::task::spawn_blocking(move || {
-                let precise = reduce_timer_slack();
-                let mut lag = histogram();
-                let mut skipped = 0;
-                for i in 0..total {
-                    let offset = u128::from(i) * 1_000_000_000 / u128::from(rate);
-                    let due = t0 + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
-                    let mut now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                        now = Instant::now();
-                    }
-                    lag.saturating_record(nanos(now.saturating_duration_since(due)));
-                    if shared.in_flight.load(Relaxed) >= max_in_flight {
-                        skipped += 1;
-                        continue;
-                    }
-                    shared.in_flight.fetch_add(1, Relaxed);
-                    let index = usize::try_from(i).unwrap_or(usize::MAX);
-                    let mut client = clients[index % clients.len()].clone();
-                    let body = bodies[index % bodies.len()].clone();
-                    let shared = shared.clone();
-                    runtime.spawn(async move {
-                        let outcome = check(&mut client, body).await;
-                        shared.record(due, Instant::now(), outcome);
-                        shared.in_flight.fetch_sub(1, Relaxed);
-                    });
-                }
-                reset_timer_slack(precise);
-                (lag, skipped)
-            })
-        };
-        let (lag, skipped) = pacer.await.context("the pacer thread failed")?;
-        // Every check ends within RPC_TIMEOUT, as an answer or an error.
-        let drained_by = Instant::now() + RPC_TIMEOUT + Duration::from_secs(5);
-        while shared.in_flight.load(Relaxed) > 0 {
-            anyhow::ensure!(
-                Instant::now() < drained_by,
-                "{} checks never finished (a check task panicked?)",
-                shared.in_flight.load(Relaxed)
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let mut row = shared.into_row(name, Some(rate), t0);
-        row.skipped = skipped;
-        row.pacing_lag = Some(lag);
-        Ok(row)
+        open_loop(name, rate, duration, max_in_flight, self.sender(bodies)).await
     }
 
     /// `workers` concurrent senders, each sending its next check when the last is answered.
@@ -185,35 +131,138 @@ impl Load {
         workers: usize,
         stop: Stop,
     ) -> anyhow::Result<Row> {
-        let shared = Arc::new(Shared::new());
-        let next = Arc::new(AtomicUsize::new(0));
-        let t0 = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for worker in 0..workers {
-            let mut client = self.clients[worker % self.clients.len()].clone();
-            let (shared, next, bodies) = (shared.clone(), next.clone(), bodies.clone());
-            tasks.spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Relaxed);
-                    let body = match stop {
-                        Stop::OncePerBody if i >= bodies.len() => break,
-                        Stop::After(duration) if t0.elapsed() >= duration => break,
-                        _ => bodies[i % bodies.len()].clone(),
-                    };
-                    let sent = Instant::now();
-                    let outcome = check(&mut client, body).await;
-                    shared.record(sent, Instant::now(), outcome);
-                }
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                shared.errors.fetch_add(1, Relaxed);
-                shared.problem(format!("a worker task failed: {e}"));
-            }
-        }
-        Ok(shared.into_row(name, None, t0))
+        closed_loop(name, bodies.len(), workers, stop, self.sender(bodies)).await
     }
+
+    /// Request `i`: body `i % len` on connection `i % connections`.
+    fn sender(
+        &self,
+        bodies: &Arc<[Bytes]>,
+    ) -> impl Fn(usize) -> BoxedOutcome + Clone + Send + Sync + 'static {
+        let (clients, bodies) = (self.clients.clone(), bodies.clone());
+        move |i| {
+            let mut client = clients[i % clients.len()].clone();
+            let body = bodies[i % bodies.len()].clone();
+            Box::pin(async move { check(&mut client, body).await })
+        }
+    }
+}
+
+/// The future of one request.
+pub(crate) type BoxedOutcome = std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// How many requests an open loop at `rate` sends in `duration`.
+pub(crate) fn request_count(rate: u64, duration: Duration) -> anyhow::Result<u64> {
+    u64::try_from(u128::from(rate) * duration.as_nanos() / 1_000_000_000)
+        .context("rate × duration is too large")
+}
+
+/// The open loop shared by every benchmark: `rate × duration` requests, request `i` due at
+/// `t0 + i / rate` and sent by `send(i)`, latency counted from the due time.
+pub(crate) async fn open_loop<F>(
+    name: &str,
+    rate: u64,
+    duration: Duration,
+    max_in_flight: usize,
+    send: F,
+) -> anyhow::Result<Row>
+where
+    F: Fn(usize) -> BoxedOutcome + Send + 'static,
+{
+    let total = request_count(rate, duration)?;
+    let shared = Arc::new(Shared::new());
+    // A little slack so the first sends are not late because the pacer is still starting.
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let runtime = tokio::runtime::Handle::current();
+    let pacer = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let precise = reduce_timer_slack();
+            let mut lag = histogram();
+            let mut skipped = 0;
+            for i in 0..total {
+                let offset = u128::from(i) * 1_000_000_000 / u128::from(rate);
+                let due = t0 + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
+                let mut now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                    now = Instant::now();
+                }
+                lag.saturating_record(nanos(now.saturating_duration_since(due)));
+                if shared.in_flight.load(Relaxed) >= max_in_flight {
+                    skipped += 1;
+                    continue;
+                }
+                shared.in_flight.fetch_add(1, Relaxed);
+                let request = send(usize::try_from(i).unwrap_or(usize::MAX));
+                let shared = shared.clone();
+                runtime.spawn(async move {
+                    let outcome = request.await;
+                    shared.record(due, Instant::now(), outcome);
+                    shared.in_flight.fetch_sub(1, Relaxed);
+                });
+            }
+            reset_timer_slack(precise);
+            (lag, skipped)
+        })
+    };
+    let (lag, skipped) = pacer.await.context("the pacer thread failed")?;
+    // Every request ends within RPC_TIMEOUT, as an answer or an error.
+    let drained_by = Instant::now() + RPC_TIMEOUT + Duration::from_secs(5);
+    while shared.in_flight.load(Relaxed) > 0 {
+        anyhow::ensure!(
+            Instant::now() < drained_by,
+            "{} requests never finished (a request task panicked?)",
+            shared.in_flight.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut row = shared.into_row(name, Some(rate), t0);
+    row.skipped = skipped;
+    row.pacing_lag = Some(lag);
+    Ok(row)
+}
+
+/// The closed loop shared by every benchmark: `workers` senders, each sending its next request
+/// (`send(i)`, `i` counting up across workers) when the last is answered, until `stop`;
+/// `items` is how many distinct requests there are (for [`Stop::OncePerBody`]).
+pub(crate) async fn closed_loop<F>(
+    name: &str,
+    items: usize,
+    workers: usize,
+    stop: Stop,
+    send: F,
+) -> anyhow::Result<Row>
+where
+    F: Fn(usize) -> BoxedOutcome + Clone + Send + 'static,
+{
+    let shared = Arc::new(Shared::new());
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (shared, next, send) = (shared.clone(), next.clone(), send.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Relaxed);
+                match stop {
+                    Stop::OncePerBody if i >= items => break,
+                    Stop::After(duration) if t0.elapsed() >= duration => break,
+                    _ => {}
+                }
+                let sent = Instant::now();
+                let outcome = send(i).await;
+                shared.record(sent, Instant::now(), outcome);
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            shared.errors.fetch_add(1, Relaxed);
+            shared.problem(format!("a worker task failed: {e}"));
+        }
+    }
+    Ok(shared.into_row(name, None, t0))
 }
 
 /// What one check came back as.

@@ -125,10 +125,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Minting is ~1 ms of RSA signing per token: do it on every core while authz starts.
     // Exactly the number of checks the cold scenario sends (see Load::open_loop).
-    let cold_count =
-        usize::try_from(u128::from(args.cold_rate) * args.cold_duration.as_nanos() / 1_000_000_000)
-            .context("--cold-rate × --cold-duration is too large")?
-            .max(1);
+    let cold_count = usize::try_from(client::request_count(args.cold_rate, args.cold_duration)?)
+        .context("--cold-rate × --cold-duration is too large")?
+        .max(1);
     let minting = {
         let standin = standin.clone();
         let (warm, cold) = (args.tokens, cold_count);

@@ -93,6 +93,11 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
+    markdown(&header, &cells)
+}
+
+/// A markdown table, columns padded to line up; the first left-aligned, the rest right.
+pub(crate) fn markdown(header: &[&str], cells: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|column| {
             cells
@@ -106,11 +111,11 @@ pub fn table(rows: &[Row]) -> String {
     let line = |values: &mut dyn Iterator<Item = String>| {
         let mut out = String::from("|");
         for (column, value) in values.enumerate() {
-            let pad = widths[column].saturating_sub(value.chars().count());
+            let pad = " ".repeat(widths[column].saturating_sub(value.chars().count()));
             if column == 0 {
-                let _ = write!(out, " {value}{} |", " ".repeat(pad));
+                let _ = write!(out, " {value}{pad} |");
             } else {
-                let _ = write!(out, " {}{value} |", " ".repeat(pad));
+                let _ = write!(out, " {pad}{value} |");
             }
         }
         out.push('\n');
@@ -125,7 +130,7 @@ pub fn table(rows: &[Row]) -> String {
         }
     }));
     for row in cells {
-        out += &line(&mut row.into_iter());
+        out += &line(&mut row.iter().cloned());
     }
     out
 }

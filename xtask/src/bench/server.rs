@@ -36,11 +36,87 @@ pub async fn start_standin() -> anyhow::Result<StandIn> {
         .context("starting the Google stand-in")
 }
 
-/// A running authz process and its temporary directory (config and log).
+/// A child process and its temporary directory (config and `<name>.log`), killed and cleaned
+/// up when dropped, so also on errors and panics. Shared by every process a benchmark starts.
 #[derive(Debug)]
-pub struct Authz {
+pub(crate) struct Process {
+    name: &'static str,
     child: Child,
     dir: PathBuf,
+}
+
+impl Process {
+    pub(crate) fn new(name: &'static str, child: Child, dir: PathBuf) -> Self {
+        Self { name, child, dir }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls `GET path` on `addr` until it answers 200.
+    pub(crate) async fn wait_ready(
+        &mut self,
+        addr: SocketAddr,
+        path: &'static str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.ensure_running()?;
+            let status = tokio::task::spawn_blocking(move || http_status(addr, path))
+                .await
+                .context("the readiness probe task failed")?;
+            if let Ok(200) = status {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} was not ready within {timeout:?} (last {path}: {status:?}); its log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Fails, with the end of its log, if the process has exited.
+    pub(crate) fn ensure_running(&mut self) -> anyhow::Result<()> {
+        let name = self.name;
+        if let Some(status) = self
+            .child
+            .try_wait()
+            .with_context(|| format!("waiting for {name}"))?
+        {
+            bail!("{name} exited ({status}); its log:\n{}", self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// The last 20 lines of its log.
+    pub(crate) fn log_tail(&self) -> String {
+        let log = self
+            .dir
+            .join(format!("{}.log", self.name.to_ascii_lowercase()));
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running authz process.
+#[derive(Debug)]
+pub struct Authz {
+    process: Process,
     grpc: SocketAddr,
     http: SocketAddr,
 }
@@ -122,15 +198,14 @@ level = "{log_level}"
             }
         };
         Ok(Self {
-            child,
-            dir,
+            process: Process::new("authz", child, dir),
             grpc,
             http,
         })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -139,36 +214,16 @@ level = "{log_level}"
 
     /// Polls `GET /readyz` until it answers 200 (discovery and JWKS loaded).
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.ensure_running()?;
-            let http = self.http;
-            let status = tokio::task::spawn_blocking(move || http_status(http, "/readyz"))
-                .await
-                .context("the readiness probe task failed")?;
-            if let Ok(200) = status {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "authz was not ready within {timeout:?} (last /readyz: {status:?}); its log:\n{}",
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.process.wait_ready(self.http, "/readyz", timeout).await
     }
 
     /// Fails, with the end of its log, if the process has exited.
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait().context("waiting for authz")? {
-            bail!("authz exited ({status}); its log:\n{}", self.log_tail());
-        }
-        Ok(())
+        self.process.ensure_running()
     }
 
     pub fn memory(&self) -> anyhow::Result<Memory> {
-        let path = format!("/proc/{}/status", self.child.id());
+        let path = format!("/proc/{}/status", self.pid());
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let field = |name: &str| -> anyhow::Result<u64> {
             status
@@ -181,20 +236,6 @@ level = "{log_level}"
             rss_kib: field("VmRSS:")?,
             hwm_kib: field("VmHWM:")?,
         })
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("authz.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Authz {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -5,14 +5,14 @@ use std::{
     fs::File,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering::Relaxed},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::bench::server::{free_port, http_status};
+use crate::bench::server::{Process, free_port};
 
 /// The bench configurations, `envoy/bench/*.yaml`, embedded at build time.
 pub const NOAUTH: &str = include_str!("../../../envoy/bench/noauth.yaml");
@@ -68,8 +68,7 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> anyhow::Result<String>
 /// A running Envoy and its temporary directory (config and log).
 #[derive(Debug)]
 pub struct Envoy {
-    child: Child,
-    dir: PathBuf,
+    process: Process,
     admin: SocketAddr,
     listen: SocketAddr,
 }
@@ -120,8 +119,7 @@ impl Envoy {
             .with_context(|| format!("starting {}", bin.display()));
         match child {
             Ok(child) => Ok(Self {
-                child,
-                dir,
+                process: Process::new("Envoy", child, dir),
                 admin,
                 listen,
             }),
@@ -133,7 +131,7 @@ impl Envoy {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -142,46 +140,7 @@ impl Envoy {
 
     /// Polls the admin `GET /ready` until it answers 200.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.ensure_running()?;
-            let admin = self.admin;
-            let status = tokio::task::spawn_blocking(move || http_status(admin, "/ready"))
-                .await
-                .context("the readiness probe task failed")?;
-            if let Ok(200) = status {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "Envoy was not ready within {timeout:?} (last /ready: {status:?}); its log:\n{}",
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Fails, with the end of its log, if the process has exited.
-    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait().context("waiting for Envoy")? {
-            bail!("Envoy exited ({status}); its log:\n{}", self.log_tail());
-        }
-        Ok(())
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.wait_ready(self.admin, "/ready", timeout).await
     }
 }
 

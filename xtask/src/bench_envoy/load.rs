@@ -3,14 +3,7 @@
 //! knowledge). Same pacing and recording as `bench-check` (see `bench/client.rs`): the open loop
 //! counts latency from each request's scheduled time, the closed loop from its send.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering::Relaxed},
-    },
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use reqwest::{
@@ -18,15 +11,12 @@ use reqwest::{
     header::{AUTHORIZATION, HeaderValue},
 };
 
-use crate::bench::client::{
-    Outcome, RPC_TIMEOUT, Row, Shared, Stop, histogram, nanos, reduce_timer_slack,
-    reset_timer_slack,
-};
+use crate::bench::client::{self, BoxedOutcome, Outcome, RPC_TIMEOUT, Row, Stop};
 
 /// Connections to Envoy's listener.
 #[derive(Debug)]
 pub struct HttpLoad {
-    clients: Vec<Client>,
+    clients: Arc<[Client]>,
     url: Url,
 }
 
@@ -44,8 +34,11 @@ impl HttpLoad {
                     .build()
                     .context("building an HTTP client")
             })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Self { clients, url })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            clients: clients.into(),
+            url,
+        })
     }
 
     /// One request with this `Authorization` (or none); returns the status.
@@ -70,62 +63,8 @@ impl HttpLoad {
         duration: Duration,
         max_in_flight: usize,
     ) -> anyhow::Result<Row> {
-        let total = u64::try_from(u128::from(rate) * duration.as_nanos() / 1_000_000_000)
-            .context("rate × duration is too large")?;
-        let shared = Arc::new(Shared::new());
-        let t0 = Instant::now() + Duration::from_millis(20);
-        let runtime = tokio::runtime::Handle::current();
-        let pacer = {
-            let shared = shared.clone();
-            let clients = self.clients.clone();
-            let url = self.url.clone();
-            let authorizations = authorizations.clone();
-            tokio::task::spawn_blocking(move || {
-                let precise = reduce_timer_slack();
-                let mut lag = histogram();
-                let mut skipped = 0;
-                for i in 0..total {
-                    let offset = u128::from(i) * 1_000_000_000 / u128::from(rate);
-                    let due = t0 + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
-                    let mut now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                        now = Instant::now();
-                    }
-                    lag.saturating_record(nanos(now.saturating_duration_since(due)));
-                    if shared.in_flight.load(Relaxed) >= max_in_flight {
-                        skipped += 1;
-                        continue;
-                    }
-                    shared.in_flight.fetch_add(1, Relaxed);
-                    let index = usize::try_from(i).unwrap_or(usize::MAX);
-                    let client = clients[index % clients.len()].clone();
-                    let authorization = authorizations[index % authorizations.len()].clone();
-                    let (shared, url) = (shared.clone(), url.clone());
-                    runtime.spawn(async move {
-                        let outcome = send(&client, url, authorization).await;
-                        shared.record(due, Instant::now(), outcome);
-                        shared.in_flight.fetch_sub(1, Relaxed);
-                    });
-                }
-                reset_timer_slack(precise);
-                (lag, skipped)
-            })
-        };
-        let (lag, skipped) = pacer.await.context("the pacer thread failed")?;
-        let drained_by = Instant::now() + RPC_TIMEOUT + Duration::from_secs(5);
-        while shared.in_flight.load(Relaxed) > 0 {
-            anyhow::ensure!(
-                Instant::now() < drained_by,
-                "{} requests never finished (a request task panicked?)",
-                shared.in_flight.load(Relaxed)
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let mut row = shared.into_row(name, Some(rate), t0);
-        row.skipped = skipped;
-        row.pacing_lag = Some(lag);
-        Ok(row)
+        let send = self.sender(authorizations);
+        client::open_loop(name, rate, duration, max_in_flight, send).await
     }
 
     /// `workers` concurrent senders, each sending its next request when the last is answered.
@@ -136,39 +75,23 @@ impl HttpLoad {
         workers: usize,
         stop: Stop,
     ) -> anyhow::Result<Row> {
-        let shared = Arc::new(Shared::new());
-        let next = Arc::new(AtomicUsize::new(0));
-        let t0 = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for worker in 0..workers {
-            let client = self.clients[worker % self.clients.len()].clone();
-            let (shared, next, authorizations, url) = (
-                shared.clone(),
-                next.clone(),
-                authorizations.clone(),
-                self.url.clone(),
-            );
-            tasks.spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Relaxed);
-                    let authorization = match stop {
-                        Stop::OncePerBody if i >= authorizations.len() => break,
-                        Stop::After(duration) if t0.elapsed() >= duration => break,
-                        _ => authorizations[i % authorizations.len()].clone(),
-                    };
-                    let sent = Instant::now();
-                    let outcome = send(&client, url.clone(), authorization).await;
-                    shared.record(sent, Instant::now(), outcome);
-                }
-            });
+        let send = self.sender(authorizations);
+        client::closed_loop(name, authorizations.len(), workers, stop, send).await
+    }
+
+    /// Request `i`: `authorizations[i % len]` on connection `i % connections`.
+    fn sender(
+        &self,
+        authorizations: &Arc<[HeaderValue]>,
+    ) -> impl Fn(usize) -> BoxedOutcome + Clone + Send + Sync + 'static {
+        let (clients, authorizations) = (self.clients.clone(), authorizations.clone());
+        let url = self.url.clone();
+        move |i| {
+            let client = clients[i % clients.len()].clone();
+            let authorization = authorizations[i % authorizations.len()].clone();
+            let url = url.clone();
+            Box::pin(async move { send(&client, url, authorization).await })
         }
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined {
-                shared.errors.fetch_add(1, Relaxed);
-                shared.problem(format!("a worker task failed: {e}"));
-            }
-        }
-        Ok(shared.into_row(name, None, t0))
     }
 }
 

@@ -23,7 +23,7 @@ use self::{
 };
 use crate::bench::{
     CLIENT_ID, DOMAIN,
-    client::{Row, Stop},
+    client::{self, Row, Stop},
     parse_duration, report,
     server::{self, Authz},
     workload,
@@ -150,10 +150,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.log_level
     );
 
-    let cold_count =
-        usize::try_from(u128::from(args.cold_rate) * args.cold_duration.as_nanos() / 1_000_000_000)
-            .context("--cold-rate × --cold-duration is too large")?
-            .max(1);
+    let cold_count = usize::try_from(client::request_count(args.cold_rate, args.cold_duration)?)
+        .context("--cold-rate × --cold-duration is too large")?
+        .max(1);
     let minting = {
         let standin = standin.clone();
         let (warm, cold) = (args.tokens, cold_count);

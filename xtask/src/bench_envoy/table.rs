@@ -1,9 +1,12 @@
 //! The `bench-envoy` result table (Markdown, pasted as is into BENCHMARKS.md): one row per
 //! configuration and rate, with p50 and p99 as multiples of jwt_authn's at the same rate.
 
-use std::{fmt::Write as _, time::Duration};
+use std::time::Duration;
 
-use crate::bench::{client::Row, report::micros};
+use crate::bench::{
+    client::Row,
+    report::{markdown, micros},
+};
 
 /// What Envoy runs, and with which tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -149,42 +152,4 @@ pub fn render(rows: &[Measured]) -> String {
         })
         .collect();
     markdown(&header, &cells)
-}
-
-fn markdown(header: &[&str], cells: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|column| {
-            cells
-                .iter()
-                .map(|row| row[column].chars().count())
-                .chain([header[column].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |values: &mut dyn Iterator<Item = String>| {
-        let mut out = String::from("|");
-        for (column, value) in values.enumerate() {
-            let pad = " ".repeat(widths[column].saturating_sub(value.chars().count()));
-            if column == 0 {
-                let _ = write!(out, " {value}{pad} |");
-            } else {
-                let _ = write!(out, " {pad}{value} |");
-            }
-        }
-        out.push('\n');
-        out
-    };
-    let mut out = line(&mut header.iter().map(|h| h.to_string()));
-    out += &line(&mut widths.iter().enumerate().map(|(column, &width)| {
-        if column == 0 {
-            "-".repeat(width)
-        } else {
-            format!("{}:", "-".repeat(width.saturating_sub(1)))
-        }
-    }));
-    for row in cells {
-        out += &line(&mut row.iter().cloned());
-    }
-    out
 }
