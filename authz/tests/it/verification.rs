@@ -60,6 +60,16 @@ async fn fixture_with(refetch: &str, options: Options) -> Fixture {
     }
 }
 
+/// Makes `endpoint` of the stand-in misbehave (`status` is used by `FaultMode::Error`).
+fn fault(standin: &StandIn, mode: FaultMode, status: u16, endpoint: Endpoint) {
+    let spec = FaultSpec {
+        mode,
+        status: Some(status),
+        endpoints: Some(vec![endpoint]),
+    };
+    standin.set_fault(&spec).unwrap();
+}
+
 fn claims(standin: &StandIn, overrides: Value) -> Value {
     let now = unix_now();
     let mut claims = json!({
@@ -251,34 +261,16 @@ async fn outages_are_backend_errors_never_token_errors() {
         (FaultMode::Garbage, Endpoint::Tokeninfo),
         (FaultMode::Hang, Endpoint::Userinfo),
     ] {
-        f.standin
-            .set_fault(&FaultSpec {
-                mode,
-                status: Some(503),
-                endpoints: Some(vec![endpoint]),
-            })
-            .unwrap();
+        fault(&f.standin, mode, 503, endpoint);
         let result = f.google.verify(Credential::Opaque(&token)).await;
         assert!(
             matches!(result, Err(VerifyError::Backend(_))),
             "{mode:?} {endpoint:?}: {result:?}"
         );
-        f.standin
-            .set_fault(&FaultSpec {
-                mode: FaultMode::Ok,
-                status: None,
-                endpoints: None,
-            })
-            .unwrap();
+        fault(&f.standin, FaultMode::Ok, 0, endpoint);
     }
     // 429 from Google is an outage too (quota), not a bad token.
-    f.standin
-        .set_fault(&FaultSpec {
-            mode: FaultMode::Error,
-            status: Some(429),
-            endpoints: Some(vec![Endpoint::Tokeninfo]),
-        })
-        .unwrap();
+    fault(&f.standin, FaultMode::Error, 429, Endpoint::Tokeninfo);
     assert!(matches!(
         f.google.verify(Credential::Opaque(&token)).await,
         Err(VerifyError::Backend(_))
@@ -310,13 +302,7 @@ async fn unknown_kid_spray_causes_at_most_one_jwks_fetch() {
 #[tokio::test]
 async fn known_keys_keep_working_while_jwks_is_down() {
     let f = fixture().await;
-    f.standin
-        .set_fault(&FaultSpec {
-            mode: FaultMode::Error,
-            status: Some(500),
-            endpoints: Some(vec![Endpoint::Jwks]),
-        })
-        .unwrap();
+    fault(&f.standin, FaultMode::Error, 500, Endpoint::Jwks);
     let token = f.standin.mint_id_token(&claims(&f.standin, json!({})));
     assert!(verify_jwt(&f, &token).await.is_ok());
 }
@@ -324,13 +310,7 @@ async fn known_keys_keep_working_while_jwks_is_down() {
 #[tokio::test]
 async fn unknown_kid_during_a_jwks_outage_is_a_backend_error() {
     let f = fixture_with_refetch_interval("1s").await;
-    f.standin
-        .set_fault(&FaultSpec {
-            mode: FaultMode::Error,
-            status: Some(500),
-            endpoints: Some(vec![Endpoint::Jwks]),
-        })
-        .unwrap();
+    fault(&f.standin, FaultMode::Error, 500, Endpoint::Jwks);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let good = claims(&f.standin, json!({}));
     let token = f
