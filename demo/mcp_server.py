@@ -18,7 +18,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 DASHBOARDS = ["latency", "errors", "saturation"]
 # The headers authz sets on an allowed request; anything a client sent under these names was
 # overwritten by Envoy before it got here.
-IDENTITY_HEADERS = ("x-authz-email", "x-authz-user", "authorization")
+IDENTITY_HEADERS = ("x-auth-request-email", "x-auth-request-user", "authorization")
 
 server = MCPServer("demo-dashboards")
 
