@@ -1,4 +1,5 @@
-"""The local stack as real processes: the Google stand-in, authz, a real Envoy, an echo upstream.
+"""The local stack as real processes: the Google stand-in, authz, a real Envoy, and an upstream
+(an echo server, or the demo MCP server on the official Python SDK).
 
 Used by the end-to-end tests and by scripts/dev-stack. Every process gets free loopback ports,
 writes its output to a log file in the stack's work directory, and is stopped by Stack.close().
@@ -14,6 +15,7 @@ import signal
 import socket
 import string
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -185,6 +187,27 @@ class EchoUpstream:
         self.server.server_close()
 
 
+class McpUpstream:
+    """The demo MCP server (demo/mcp_server.py: official Python SDK, streamable HTTP on /mcp)."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.port = free_port()
+        self.process = Process(
+            "mcp-server",
+            [sys.executable, str(ROOT / "demo" / "mcp_server.py"), "--port", str(self.port)],
+            workdir,
+        )
+
+        def accepting() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+
+        wait_until(accepting, what="MCP server")
+
+    def close(self):
+        self.process.stop()
+
+
 @dataclass
 class Authz:
     """The real authz binary with a config file written for this stack."""
@@ -217,7 +240,8 @@ class Authz:
             "[envoy]",
             f'outage_response = "{s.get("outage_response", "grpc-unavailable")}"',
         ]
-        return "\n".join(lines) + "\n"
+        # Further tables ([policies.*], [[routes]], [groups]) as TOML text.
+        return "\n".join(lines) + "\n" + s.get("extra_config", "")
 
     def start(self, wait_ready: bool = True) -> "Authz":
         path = self.workdir / "authz.toml"
@@ -298,15 +322,23 @@ class Envoy:
 
 
 class Stack:
-    """Stand-in + authz + echo upstream + Envoy, wired together, closed in reverse order."""
+    """Stand-in + authz + upstream + Envoy, wired together, closed in reverse order.
 
-    def __init__(self, workdir: pathlib.Path, envoy_port: int | None = None, **authz_settings):
+    `upstream` is "echo" (answers with what it received) or "mcp" (the demo MCP server).
+    `before_authz(standin)` runs once the stand-in is up, e.g. to create service accounts and
+    groups, and may return settings for authz.
+    """
+
+    def __init__(self, workdir: pathlib.Path, envoy_port: int | None = None,
+                 upstream: str = "echo", before_authz=None, **authz_settings):
         self.workdir = workdir
         self.standin = self.upstream = self.authz = self.envoy = None
         try:
             self.standin = StandIn(workdir)
-            self.upstream = EchoUpstream()
+            self.upstream = McpUpstream(workdir) if upstream == "mcp" else EchoUpstream()
             settings = {"issuer": self.standin.url, "resource_url": "https://mcp.example.com/mcp"}
+            if before_authz:
+                settings.update(before_authz(self.standin) or {})
             settings.update(authz_settings)
             self.authz = Authz(workdir, settings).start()
             self.envoy = Envoy(workdir, self.authz, self.upstream.port, port=envoy_port)

@@ -70,8 +70,10 @@ fn benches(c: &mut Criterion) {
         while !google.is_ready() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let service =
-            CheckService::new(&config, Arc::new(Authorizer::new(&config, google.clone())));
+        let service = CheckService::new(
+            &config,
+            Arc::new(Authorizer::new(&config, google.clone(), None)),
+        );
         (standin, google, service)
     });
     let mint = |sub: String| {

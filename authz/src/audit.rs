@@ -1,7 +1,7 @@
 //! One structured audit event per decision, on the `audit` target.
 //!
-//! Fields are facts about the decision (who, which domain, what, why, from the cache or not,
-//! how long). Tokens never appear here, not even a prefix: nothing in [`Decision`] holds one.
+//! Fields are facts about the decision (who, which domain, what, why, which policy and rule
+//! decided and which group admitted or was missing, from the cache or not, how long). Tokens never appear here, not even a prefix: nothing in [`Decision`] holds one.
 
 use std::time::Duration;
 
@@ -11,6 +11,10 @@ use crate::{authorizer::Decision, google::BackendError};
 /// attacker's junk tokens must not be able to raise the log's severity.
 pub fn decision(request_id: &str, decision: &Decision, latency: Duration) {
     let principal = decision.verdict.principal();
+    let (policy, rule, group) = match decision.verdict.policy() {
+        Some((policy, rule, group)) => (Some(policy), Some(rule), group),
+        None => (None, None, None),
+    };
     tracing::info!(
         target: "audit",
         request_id,
@@ -20,6 +24,9 @@ pub fn decision(request_id: &str, decision: &Decision, latency: Duration) {
         token_kind = principal.map(|p| p.source.as_str()),
         decision = decision.verdict.decision(),
         reason = decision.verdict.reason(),
+        policy,
+        rule,
+        group,
         cache = decision.cache.as_str(),
         latency_us = latency.as_micros() as u64,
         "decision"

@@ -1,14 +1,17 @@
-//! One authorization, from the request's facts to a verdict: find the credential, consult the
-//! cache, verify with Google on a miss, apply the access policy.
+//! One authorization, from the request's facts to a verdict: find the credential, choose the
+//! policy, consult the verdict cache, and on a miss establish the identity (identity cache, then
+//! Google) and apply the policy (group lookups as it asks for them).
 
-use std::sync::Arc;
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use crate::{
-    cache::{self, CacheKey, VerdictCache},
+    cache::{self, CacheKey, Identity, IdentityCache, VerdictCache},
     config::Config,
     credentials::{self, Credential},
     google::{BackendError, Google, VerifyError},
-    policy::AccessPolicy,
+    policy::{
+        self, Forbidden, McpCall, Memberships, Policy, PolicySet, Refusal, Step, UnknownPolicy,
+    },
     principal::unix_now,
     verdict::{Unauthenticated, Verdict},
 };
@@ -21,6 +24,12 @@ pub struct RequestFacts<'a> {
     pub authorization: Option<&'a [u8]>,
     /// `:path`, including the query string.
     pub path: &'a str,
+    /// `:method`.
+    pub http_method: &'a str,
+    /// The policy named by the route's `context_extensions`, if any.
+    pub policy: Option<&'a str>,
+    /// The JSON-RPC method and tool, from Envoy's MCP filter.
+    pub mcp: McpCall<'a>,
 }
 
 /// A verdict and whether the verdict cache supplied it.
@@ -34,7 +43,8 @@ pub struct Decision {
 pub enum CacheUse {
     Hit,
     Miss,
-    /// No token worth caching (missing or malformed): decided without the cache.
+    /// No token worth caching (missing or malformed), or an answer that must not be cached
+    /// (it rests on a stale group membership): decided without storing it.
     Bypass,
 }
 
@@ -48,27 +58,61 @@ impl CacheUse {
     }
 }
 
+/// Answers "is this user in this group?" for the policy. Implemented by the group-membership
+/// module; a trait so the decision logic can be tested without Google.
+pub trait MembershipLookup: Send + Sync + std::fmt::Debug {
+    fn is_member<'a>(
+        &'a self,
+        email: &'a str,
+        group: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<GroupAnswer, BackendError>> + Send + 'a>>;
+}
+
+/// One membership answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupAnswer {
+    pub is_member: bool,
+    /// Served past its TTL because Google could not be asked (within the stale bound). A
+    /// verdict resting on it is used once and not cached, so it cannot outlive the bound.
+    pub stale: bool,
+}
+
+/// Why a verdict-cache fill produced nothing to store.
+#[derive(Debug, Clone)]
+enum Unstored {
+    /// Could not decide: a 503.
+    Backend(BackendError),
+    /// Decided, but on a stale answer: use it, do not cache it.
+    Uncacheable(Verdict),
+}
+
 #[derive(Debug)]
 pub struct Authorizer {
     google: Arc<Google>,
-    cache: VerdictCache,
-    policy: AccessPolicy,
-    policy_fingerprint: [u8; 32],
+    identities: IdentityCache,
+    verdicts: VerdictCache,
+    policies: PolicySet,
+    groups: Option<Arc<dyn MembershipLookup>>,
+    fingerprint: [u8; 32],
 }
 
 impl Authorizer {
-    pub fn new(config: &Config, google: Arc<Google>) -> Authorizer {
+    pub fn new(
+        config: &Config,
+        google: Arc<Google>,
+        groups: Option<Arc<dyn MembershipLookup>>,
+    ) -> Authorizer {
+        let lifetimes = cache::Lifetimes {
+            allow: config.cache.allow_ttl,
+            deny: config.cache.deny_ttl,
+        };
         Authorizer {
             google,
-            cache: VerdictCache::new(
-                config.cache.max_entries,
-                cache::Lifetimes {
-                    allow: config.cache.allow_ttl,
-                    deny: config.cache.deny_ttl,
-                },
-            ),
-            policy: AccessPolicy::new(&config.access.domains),
-            policy_fingerprint: config.policy_fingerprint(),
+            identities: IdentityCache::new(config.cache.max_entries, lifetimes),
+            verdicts: VerdictCache::new(config.cache.max_entries, lifetimes),
+            policies: PolicySet::from_config(config),
+            groups,
+            fingerprint: config.policy_fingerprint(),
         }
     }
 
@@ -76,8 +120,12 @@ impl Authorizer {
         &self.google
     }
 
-    pub fn cache(&self) -> &VerdictCache {
-        &self.cache
+    pub fn verdicts(&self) -> &VerdictCache {
+        &self.verdicts
+    }
+
+    pub fn identities(&self) -> &IdentityCache {
+        &self.identities
     }
 
     /// Decides one request. `Err` means we could not decide (Google unavailable): the caller
@@ -92,42 +140,155 @@ impl Authorizer {
                 });
             }
         };
-        let key = self.cache_key(credential);
-        let lookup = self.cache.get_or_verify(key, self.verify(credential));
-        let (mut verdict, mut hit) = lookup.await.map_err(|shared| (*shared).clone())?;
-        if hit && outlived_its_token(&verdict) {
-            // The cache's lifetime is computed once at insertion; checking `exp` again on every
-            // hit makes "a cached identity never outlives its token" hold to the second. The
-            // token is then judged afresh (it may still be inside the clock-skew leeway).
-            self.cache.invalidate(&key).await;
-            let again = self.cache.get_or_verify(key, self.verify(credential));
-            (verdict, hit) = again.await.map_err(|shared| (*shared).clone())?;
-        }
-        Ok(Decision {
-            verdict,
-            cache: if hit { CacheUse::Hit } else { CacheUse::Miss },
-        })
-    }
-
-    fn cache_key(&self, credential: Credential<'_>) -> CacheKey {
-        let token = match credential {
-            Credential::Jwt(token) | Credential::Opaque(token) => token,
+        let selected = self.policies.select(facts.policy, facts.path);
+        let request = policy::Request {
+            http_method: facts.http_method,
+            mcp: facts.mcp,
         };
-        cache::key(token, &[&self.policy_fingerprint])
+        let key = self.verdict_key(credential, &selected, request);
+        let mut outcome = self.lookup(key, credential, &selected, request).await?;
+        if outcome.cache == CacheUse::Hit && outlived_its_token(&outcome.verdict) {
+            // The cache's lifetime is computed once at insertion; checking `exp` again on every
+            // hit makes "a cached verdict never outlives its token" hold to the second. The
+            // token is then judged afresh (it may still be inside the clock-skew leeway).
+            self.verdicts.invalidate(&key).await;
+            outcome = self.lookup(key, credential, &selected, request).await?;
+        }
+        Ok(outcome)
     }
 
-    async fn verify(&self, credential: Credential<'_>) -> Result<Verdict, BackendError> {
+    async fn lookup(
+        &self,
+        key: CacheKey,
+        credential: Credential<'_>,
+        selected: &Result<&Policy, UnknownPolicy>,
+        request: policy::Request<'_>,
+    ) -> Result<Decision, BackendError> {
+        let fill = self.decide(credential, selected, request);
+        match self.verdicts.get_or_verify(key, fill).await {
+            Ok((verdict, hit)) => Ok(Decision {
+                verdict,
+                cache: if hit { CacheUse::Hit } else { CacheUse::Miss },
+            }),
+            Err(unstored) => match &*unstored {
+                Unstored::Backend(error) => Err(error.clone()),
+                Unstored::Uncacheable(verdict) => Ok(Decision {
+                    verdict: verdict.clone(),
+                    cache: CacheUse::Bypass,
+                }),
+            },
+        }
+    }
+
+    /// The verdict cache key: the token and everything the policy reads.
+    fn verdict_key(
+        &self,
+        credential: Credential<'_>,
+        selected: &Result<&Policy, UnknownPolicy>,
+        request: policy::Request<'_>,
+    ) -> CacheKey {
+        let (known, name) = match selected {
+            Ok(policy) => (1, &*policy.name),
+            Err(UnknownPolicy(name)) => (0, &**name),
+        };
+        // Presence flags keep `None` and `Some("")` apart.
+        let flags = [
+            known,
+            u8::from(request.mcp.method.is_some()),
+            u8::from(request.mcp.tool.is_some()),
+        ];
+        cache::key(
+            credential.token(),
+            &[
+                b"verdict",
+                &self.fingerprint,
+                &flags,
+                name.as_bytes(),
+                request.http_method.as_bytes(),
+                request.mcp.method.unwrap_or_default().as_bytes(),
+                request.mcp.tool.unwrap_or_default().as_bytes(),
+            ],
+        )
+    }
+
+    /// A verdict-cache miss: establish the identity, then apply the policy.
+    async fn decide(
+        &self,
+        credential: Credential<'_>,
+        selected: &Result<&Policy, UnknownPolicy>,
+        request: policy::Request<'_>,
+    ) -> Result<Verdict, Unstored> {
+        let principal = match self.identity(credential).await.map_err(Unstored::Backend)? {
+            Ok(principal) => principal,
+            Err(error) => return Ok(Verdict::Unauthenticated(Unauthenticated::Token(error))),
+        };
+        let policy = match selected {
+            Ok(policy) => policy,
+            Err(UnknownPolicy(name)) => {
+                let refusal = Refusal {
+                    policy: name.clone(),
+                    rule: Arc::from("selection"),
+                    why: Forbidden::UnknownPolicy,
+                    group: None,
+                };
+                return Ok(Verdict::Forbidden(principal, Arc::new(refusal)));
+            }
+        };
+        let mut known = Memberships::default();
+        let mut stale = false;
+        let verdict = loop {
+            match policy::decide(policy, &principal, request, &known) {
+                Step::Decided(Ok(grant)) => break Verdict::Allow(principal, Arc::new(grant)),
+                Step::Decided(Err(refusal)) => {
+                    break Verdict::Forbidden(principal, Arc::new(refusal));
+                }
+                Step::NeedGroup(group) => {
+                    let answer = self
+                        .is_member(principal.email.as_deref().unwrap_or_default(), &group)
+                        .await
+                        .map_err(Unstored::Backend)?;
+                    stale |= answer.stale;
+                    known.record(group, answer.is_member);
+                }
+            }
+        };
+        if stale {
+            Err(Unstored::Uncacheable(verdict))
+        } else {
+            Ok(verdict)
+        }
+    }
+
+    async fn is_member(&self, email: &str, group: &str) -> Result<GroupAnswer, BackendError> {
+        match &self.groups {
+            Some(groups) => groups.is_member(email, group).await,
+            // The config refuses policies with groups when no lookup is configured; should one
+            // slip through, not knowing is an outage, never an allow.
+            None => Err(BackendError {
+                endpoint: crate::google::Endpoint::Groups,
+                problem: "no group membership lookup is configured".into(),
+            }),
+        }
+    }
+
+    /// What the token proves, from the identity cache or from Google.
+    async fn identity(&self, credential: Credential<'_>) -> Result<Identity, BackendError> {
+        let key = cache::key(credential.token(), &[b"identity", &self.fingerprint]);
+        let lookup = self.identities.get_or_verify(key, self.verify(credential));
+        let (identity, hit) = lookup.await.map_err(|shared| (*shared).clone())?;
+        if hit && identity.as_ref().is_ok_and(|p| p.expires_at <= unix_now()) {
+            // As for verdicts: never trust a cached identity past its token's `exp`.
+            self.identities.invalidate(&key).await;
+            let again = self.identities.get_or_verify(key, self.verify(credential));
+            return Ok(again.await.map_err(|shared| (*shared).clone())?.0);
+        }
+        Ok(identity)
+    }
+
+    async fn verify(&self, credential: Credential<'_>) -> Result<Identity, BackendError> {
         match self.google.verify(credential).await {
-            Ok(principal) => {
-                let principal = Arc::new(principal);
-                Ok(match self.policy.decide(&principal) {
-                    Ok(()) => Verdict::Allow(principal),
-                    Err(why) => Verdict::Forbidden(principal, why),
-                })
-            }
-            Err(VerifyError::Token(error)) => {
-                Ok(Verdict::Unauthenticated(Unauthenticated::Token(error)))
-            }
+            Ok(principal) => Ok(Ok(Arc::new(principal))),
+            Err(VerifyError::Token(error)) => Ok(Err(error)),
             Err(VerifyError::Backend(error)) => Err(error),
         }
     }

@@ -1,8 +1,10 @@
-//! The verdict cache: bounded, keyed by a hash, each entry living no longer than its token.
+//! The caches in front of Google: bounded, keyed by a hash, each entry living no longer than its
+//! token. Two are built from [`TtlCache`]: the identity cache (what a token proves, keyed by the
+//! token) and the verdict cache (the final answer, keyed by the token and everything the policy
+//! read: policy name, HTTP method, MCP method and tool).
 //!
-//! The key is SHA-256 over the token and everything else the decision read (today the policy
-//! fingerprint), so the raw token is never stored and a verdict reached under one policy can
-//! never answer under another. Backend errors are returned, not cached: a Google blip must not
+//! Keys are SHA-256 over the token and those inputs, so the raw token is never stored and a
+//! verdict reached for one route, policy or tool can never answer for another. Backend errors are returned, not cached: a Google blip must not
 //! lock anyone out. Concurrent misses for one key share a single verification (moka's
 //! `or_try_insert_with` runs one init future per key and hands its result to every waiter).
 
@@ -11,15 +13,44 @@ use std::{future::Future, sync::Arc, time::Duration, time::Instant};
 use moka::{Expiry, future::Cache};
 use sha2::{Digest, Sha256};
 
-use crate::{principal::unix_now, verdict::Verdict};
+use crate::{
+    google::TokenError,
+    principal::{Principal, unix_now},
+    verdict::Verdict,
+};
 
 /// SHA-256 of the token and the decision's other inputs.
 pub type CacheKey = [u8; 32];
 
-#[derive(Debug, Clone)]
-pub struct VerdictCache {
-    entries: Cache<CacheKey, Verdict>,
+/// What a token proves: who it speaks for, or why it is not valid.
+pub type Identity = Result<Arc<Principal>, TokenError>;
+
+/// A value whose cache lifetime follows a token.
+pub trait Cached: Clone + Send + Sync + 'static {
+    /// The token's expiry (unix seconds) when it was valid; `None` for an invalid token.
+    fn token_expiry(&self) -> Option<u64>;
 }
+
+impl Cached for Verdict {
+    fn token_expiry(&self) -> Option<u64> {
+        self.principal().map(|p| p.expires_at)
+    }
+}
+
+impl Cached for Identity {
+    fn token_expiry(&self) -> Option<u64> {
+        self.as_ref().ok().map(|p| p.expires_at)
+    }
+}
+
+/// A bounded map from key hash to value, each entry expiring with its token.
+#[derive(Debug, Clone)]
+pub struct TtlCache<V: Cached> {
+    entries: Cache<CacheKey, V>,
+}
+
+pub type VerdictCache = TtlCache<Verdict>;
+pub type IdentityCache = TtlCache<Identity>;
 
 /// How long each verdict may live.
 #[derive(Debug, Clone, Copy)]
@@ -30,20 +61,20 @@ pub struct Lifetimes {
     pub deny: Duration,
 }
 
-struct VerdictExpiry(Lifetimes);
+struct TokenExpiry(Lifetimes);
 
-impl Expiry<CacheKey, Verdict> for VerdictExpiry {
-    fn expire_after_create(&self, _: &CacheKey, verdict: &Verdict, _: Instant) -> Option<Duration> {
-        Some(lifetime(verdict, self.0, unix_now()))
+impl<V: Cached> Expiry<CacheKey, V> for TokenExpiry {
+    fn expire_after_create(&self, _: &CacheKey, value: &V, _: Instant) -> Option<Duration> {
+        Some(lifetime(value, self.0, unix_now()))
     }
 }
 
-/// A verdict about a valid token lives min(allow TTL, time left on the token); one about an
+/// An entry about a valid token lives min(allow TTL, time left on the token); one about an
 /// invalid token lives the short deny TTL.
-pub fn lifetime(verdict: &Verdict, lifetimes: Lifetimes, now: u64) -> Duration {
-    match verdict.principal() {
-        Some(principal) => {
-            let left = Duration::from_secs(principal.expires_at.saturating_sub(now));
+pub fn lifetime(value: &impl Cached, lifetimes: Lifetimes, now: u64) -> Duration {
+    match value.token_expiry() {
+        Some(expires_at) => {
+            let left = Duration::from_secs(expires_at.saturating_sub(now));
             lifetimes.allow.min(left)
         }
         None => lifetimes.deny,
@@ -62,25 +93,22 @@ pub fn key(token: &str, inputs: &[&[u8]]) -> CacheKey {
     hash.finalize().into()
 }
 
-impl VerdictCache {
-    pub fn new(max_entries: u64, lifetimes: Lifetimes) -> VerdictCache {
-        VerdictCache {
+impl<V: Cached> TtlCache<V> {
+    pub fn new(max_entries: u64, lifetimes: Lifetimes) -> TtlCache<V> {
+        TtlCache {
             entries: Cache::builder()
                 .max_capacity(max_entries)
-                .expire_after(VerdictExpiry(lifetimes))
+                .expire_after(TokenExpiry(lifetimes))
                 .build(),
         }
     }
 
-    /// Returns the cached verdict, or runs `verify` (once per key, however many callers wait)
+    /// Returns the cached value, or runs `verify` (once per key, however many callers wait)
     /// and caches its answer. The flag says whether this call's answer came from the cache.
-    pub async fn get_or_verify<E, F>(
-        &self,
-        key: CacheKey,
-        verify: F,
-    ) -> Result<(Verdict, bool), Arc<E>>
+    /// An `Err` is handed to every waiter and cached for nobody.
+    pub async fn get_or_verify<E, F>(&self, key: CacheKey, verify: F) -> Result<(V, bool), Arc<E>>
     where
-        F: Future<Output = Result<Verdict, E>>,
+        F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
         let entry = self.entries.entry(key).or_try_insert_with(verify).await?;

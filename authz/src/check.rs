@@ -8,11 +8,17 @@
 
 use std::{borrow::Cow, sync::Arc, time::Instant};
 
-use envoy_types::ext_authz::v3::{
-    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+use envoy_types::{
+    ext_authz::v3::{
+        CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+        pb::{
+            Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpResponse,
+            HttpStatusCode,
+        },
+    },
     pb::{
-        Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpResponse,
-        HttpStatusCode,
+        envoy::service::auth::v3::AttributeContext,
+        google::protobuf::{Value, value::Kind},
     },
 };
 use tonic::{Request, Response, Status};
@@ -23,8 +29,13 @@ use crate::{
     config::{Config, OutageResponse},
     credentials::CredentialError,
     google::BackendError,
+    policy::{CONTEXT_KEY, McpCall},
     verdict::{Unauthenticated, Verdict},
 };
+
+/// The dynamic-metadata namespace of Envoy's MCP filter (Envoy 1.40), forwarded to us through
+/// the ext_authz filter's `metadata_context_namespaces`.
+pub const MCP_METADATA_NAMESPACE: &str = "envoy.filters.http.mcp";
 
 /// Responses whose text depends only on the config, rendered once.
 #[derive(Debug)]
@@ -63,9 +74,8 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
-        let http = request
-            .attributes
-            .as_ref()
+        let attributes = request.attributes.as_ref();
+        let http = attributes
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         // Envoy's `id` is its internal stream id; `x-request-id` is what users and access logs see.
@@ -79,6 +89,11 @@ impl Authorization for CheckService {
         let facts = RequestFacts {
             authorization: authorization.as_deref(),
             path,
+            http_method: http.map(|h| h.method.as_str()).unwrap_or_default(),
+            policy: attributes
+                .and_then(|a| a.context_extensions.get(CONTEXT_KEY))
+                .map(String::as_str),
+            mcp: attributes.map(mcp_call).unwrap_or_default(),
         };
         match self.authorizer.authorize(facts).await {
             Ok(decision) => {
@@ -94,6 +109,38 @@ impl Authorization for CheckService {
 }
 
 const MAX_REQUEST_ID: usize = 128;
+
+/// The JSON-RPC method and tool name as Envoy's MCP filter exported them, e.g.
+/// `{"method":"tools/call","params":{"name":"delete_dashboard"},"is_mcp_request":true,...}`.
+/// Anything missing or of the wrong type reads as absent, which the policy treats fail-closed.
+fn mcp_call(attributes: &AttributeContext) -> McpCall<'_> {
+    let Some(fields) = attributes
+        .metadata_context
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get(MCP_METADATA_NAMESPACE))
+        .map(|s| &s.fields)
+    else {
+        return McpCall::default();
+    };
+    fn string(value: Option<&Value>) -> Option<&str> {
+        match value.and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(text)) => Some(text.as_str()),
+            _ => None,
+        }
+    }
+    let params = match fields.get("params").and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StructValue(params)) => Some(&params.fields),
+        _ => None,
+    };
+    let method = string(fields.get("method"));
+    McpCall {
+        method,
+        tool: match method {
+            Some("tools/call") => string(params.and_then(|p| p.get("name"))),
+            _ => None,
+        },
+    }
+}
 
 /// At most `max` bytes of `text`, cut at a character boundary.
 fn prefix(text: &str, max: usize) -> &str {
@@ -137,7 +184,7 @@ fn authorization_header(
 impl Responses {
     fn render(&self, decision: &Decision) -> CheckResponse {
         match &decision.verdict {
-            Verdict::Allow(principal) => {
+            Verdict::Allow(principal, _) => {
                 let mut ok = OkHttpResponseBuilder::new();
                 // OVERWRITE, not the default APPEND: a client-supplied copy is replaced, never
                 // extended. Headers we do not set this time are removed outright.
@@ -157,14 +204,20 @@ impl Responses {
                 response.set_http_response(ok);
                 response
             }
-            Verdict::Forbidden(_, why) => self.denied(
+            // The body names the policy so a user can ask for the right access; never the
+            // groups, which would tell an outsider whom to phish.
+            Verdict::Forbidden(_, refusal) => self.denied(
                 HttpStatusCode::Forbidden,
-                Status::permission_denied(why.reason()),
+                Status::permission_denied(refusal.why.reason()),
                 format!(
                     r#"Bearer error="insufficient_scope", resource_metadata="{}""#,
                     self.resource_metadata
                 ),
-                ("insufficient_scope", why.to_string()),
+                ErrorBody {
+                    error: "insufficient_scope",
+                    description: &refusal.why.to_string(),
+                    policy: Some(&refusal.policy),
+                },
             ),
             Verdict::Unauthenticated(Unauthenticated::Credential(
                 error @ CredentialError::InQueryString,
@@ -175,7 +228,7 @@ impl Responses {
                     r#"Bearer resource_metadata="{}", error="invalid_request""#,
                     self.resource_metadata
                 ),
-                ("invalid_request", error.to_string()),
+                ErrorBody::new("invalid_request", &error.to_string()),
             ),
             Verdict::Unauthenticated(why) => {
                 let (presented, description) = match why {
@@ -200,7 +253,7 @@ impl Responses {
                     HttpStatusCode::Unauthorized,
                     Status::unauthenticated(decision.verdict.reason()),
                     challenge,
-                    (error, description),
+                    ErrorBody::new(error, &description),
                 )
             }
         }
@@ -211,7 +264,7 @@ impl Responses {
         http_status: HttpStatusCode,
         grpc_status: Status,
         challenge: String,
-        (error, description): (&str, String),
+        body: ErrorBody<'_>,
     ) -> CheckResponse {
         let mut denied = DeniedHttpResponseBuilder::new();
         let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
@@ -220,7 +273,7 @@ impl Responses {
             .add_header("www-authenticate", challenge, overwrite, false)
             .add_header("content-type", "application/json", overwrite, false)
             .add_header("cache-control", "no-store", overwrite, false)
-            .set_body(error_body(error, &description));
+            .set_body(body.render());
         let mut response = CheckResponse::with_status(grpc_status);
         response.set_http_response(denied);
         response
@@ -240,10 +293,13 @@ impl Responses {
                     .add_header("content-type", "application/json", overwrite, false)
                     .add_header("retry-after", "5", overwrite, false)
                     .add_header("cache-control", "no-store", overwrite, false)
-                    .set_body(error_body(
-                        "temporarily_unavailable",
-                        "the identity provider is unavailable; retry shortly",
-                    ));
+                    .set_body(
+                        ErrorBody::new(
+                            "temporarily_unavailable",
+                            "the identity provider is unavailable; retry shortly",
+                        )
+                        .render(),
+                    );
                 let mut response =
                     CheckResponse::with_status(Status::unavailable(error.endpoint.as_str()));
                 response.set_http_response(HttpResponse::ErrorResponse(body.build()));
@@ -253,10 +309,34 @@ impl Responses {
     }
 }
 
-/// `{"error": ..., "error_description": ...}`. Descriptions are our own fixed texts; nothing
-/// from the request (and so no token) is ever echoed back.
-fn error_body(error: &str, description: &str) -> String {
-    serde_json::json!({ "error": error, "error_description": description }).to_string()
+/// `{"error": ..., "error_description": ..., "policy": ...}`. Descriptions are our own fixed
+/// texts and the policy name comes from our config; nothing from the request (and so no token)
+/// is ever echoed back.
+struct ErrorBody<'a> {
+    error: &'a str,
+    description: &'a str,
+    policy: Option<&'a str>,
+}
+
+impl<'a> ErrorBody<'a> {
+    fn new(error: &'a str, description: &'a str) -> ErrorBody<'a> {
+        ErrorBody {
+            error,
+            description,
+            policy: None,
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut body = serde_json::json!({
+            "error": self.error,
+            "error_description": self.description,
+        });
+        if let Some(policy) = self.policy {
+            body["policy"] = policy.into();
+        }
+        body.to_string()
+    }
 }
 
 #[cfg(test)]

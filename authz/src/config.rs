@@ -8,6 +8,8 @@
 //!
 //! Loading is a pure function of (file text, environment pairs) so tests never touch process env.
 
+pub mod policies;
+
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Deserializer};
@@ -27,6 +29,12 @@ pub struct Config {
     pub listen: Listen,
     pub google: Google,
     pub access: Access,
+    /// Named access policies (`[policies.<name>]`).
+    #[serde(default)]
+    pub policies: BTreeMap<String, policies::PolicyConfig>,
+    /// Path-prefix rules choosing a policy when Envoy's route names none (`[[routes]]`).
+    #[serde(default)]
+    pub routes: Vec<policies::RouteConfig>,
     pub resource: Resource,
     #[serde(default)]
     pub cache: Cache,
@@ -82,6 +90,10 @@ pub struct Access {
     /// Allowed Google Workspace domains, matched against the `hd` claim only.
     #[serde(deserialize_with = "string_list")]
     pub domains: Vec<String>,
+    /// The policy for requests that neither Envoy nor `[[routes]]` assign one. Default
+    /// `default`: `[policies.default]` if defined, else the domain check alone.
+    #[serde(default)]
+    pub default_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,20 +233,11 @@ impl Config {
             );
         }
         for domain in &self.access.domains {
-            let valid = !domain.is_empty()
-                && domain.len() <= 253
-                && domain
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.');
-            if !valid {
-                return fail(
-                    "access.domains",
-                    &format!("{domain:?} is not a domain name"),
-                );
+            if let Err(message) = check_domain(domain) {
+                return fail("access.domains", &message);
             }
         }
+        self.validate_policies()?;
         let resource = &self.resource.url;
         if !matches!(resource.scheme(), "https" | "http") || resource.host_str().is_none() {
             return fail("resource.url", "must be an absolute http(s) URL");
@@ -262,6 +265,56 @@ impl Config {
         Ok(())
     }
 
+    fn validate_policies(&self) -> Result<(), ConfigError> {
+        let fail = |key: String, message: String| Err(ConfigError { key, message });
+        for (name, policy) in &self.policies {
+            if let Err(message) = policies::check_name(name) {
+                return fail(format!("policies.{name}"), message);
+            }
+            if let Err((key, message)) = policies::check_policy(policy) {
+                return fail(format!("policies.{name}.{key}"), message);
+            }
+        }
+        if let Some(name) = &self.access.default_policy {
+            if !self.policies.contains_key(name) {
+                return fail(
+                    "access.default_policy".into(),
+                    format!("no policy named {name:?} is defined"),
+                );
+            }
+        }
+        let mut prefixes = std::collections::HashSet::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{index}].{field}");
+            if !route.prefix.starts_with('/') || route.prefix.contains(['?', '#']) {
+                return fail(
+                    key("prefix"),
+                    format!("{:?} must be a path starting with '/'", route.prefix),
+                );
+            }
+            if !prefixes.insert(route.prefix.as_str()) {
+                return fail(key("prefix"), format!("{:?} is listed twice", route.prefix));
+            }
+            let known =
+                self.policies.contains_key(&route.policy) || route.policy == self.default_policy();
+            if !known {
+                return fail(
+                    key("policy"),
+                    format!("no policy named {:?} is defined", route.policy),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The name of the policy that applies when nothing else selects one.
+    pub fn default_policy(&self) -> &str {
+        self.access
+            .default_policy
+            .as_deref()
+            .unwrap_or(policies::DEFAULT_POLICY)
+    }
+
     /// The issuers an ID token may name: the configured one, plus Google's legacy spelling.
     pub fn accepted_issuers(&self) -> Vec<String> {
         let mut issuers = vec![self.google.issuer.clone()];
@@ -282,16 +335,18 @@ impl Config {
     }
 
     /// A digest of everything the access decision reads from the config, so a verdict cached
-    /// under one policy can never answer under another.
+    /// under one configuration can never answer under another.
     pub fn policy_fingerprint(&self) -> [u8; 32] {
         let mut hash = Sha256::new();
-        for part in [&self.access.domains, &self.google.client_ids] {
-            for item in part {
-                hash.update((item.len() as u64).to_be_bytes());
-                hash.update(item.as_bytes());
-            }
-            hash.update([0xff]);
-        }
+        let decision_inputs = serde_json::json!({
+            "domains": self.access.domains,
+            "client_ids": self.google.client_ids,
+            "issuer": self.google.issuer,
+            "default_policy": self.default_policy(),
+            "policies": self.policies,
+            "routes": self.routes,
+        });
+        hash.update(decision_inputs.to_string().as_bytes());
         hash.finalize().into()
     }
 }
@@ -322,6 +377,21 @@ fn first_line(message: &str) -> String {
 }
 
 const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+
+fn check_domain(domain: &str) -> Result<(), String> {
+    let valid = !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{domain:?} is not a domain name"))
+    }
+}
 
 fn check_identity_header(name: &str) -> Result<(), String> {
     let token_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';

@@ -20,6 +20,15 @@ pub enum Credential<'a> {
     Opaque(&'a str),
 }
 
+impl<'a> Credential<'a> {
+    /// The token itself, whatever its kind.
+    pub fn token(self) -> &'a str {
+        match self {
+            Credential::Jwt(token) | Credential::Opaque(token) => token,
+        }
+    }
+}
+
 /// Why no usable credential was found. Each maps to a 401 (or 400 for the query-string case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {

@@ -86,6 +86,8 @@ pub enum Endpoint {
     Jwks,
     Tokeninfo,
     Userinfo,
+    /// Group membership (Directory or Cloud Identity, and the credentials to call them).
+    Groups,
 }
 
 impl Endpoint {
@@ -95,6 +97,7 @@ impl Endpoint {
             Endpoint::Jwks => "jwks",
             Endpoint::Tokeninfo => "tokeninfo",
             Endpoint::Userinfo => "userinfo",
+            Endpoint::Groups => "groups",
         }
     }
 }

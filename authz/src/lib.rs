@@ -72,7 +72,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let google = Google::new(&config).context("building the Google client")?;
-    let authorizer = Arc::new(Authorizer::new(&config, google.clone()));
+    let authorizer = Arc::new(Authorizer::new(&config, google.clone(), None));
     let background = TaskTracker::new();
     background.spawn(google.clone().run(shutdown.child_token()));
 

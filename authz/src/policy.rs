@@ -1,16 +1,129 @@
-//! The access decision for a verified principal. Pure: no IO, cannot fail, cheap enough to run
-//! on every request.
+//! The access decision: which policy applies to a request, and whether it admits the verified
+//! principal. Pure: no IO. Group membership is the one fact that needs a lookup, so [`decide`]
+//! asks for it one group at a time ([`Step::NeedGroup`]) and the caller, who owns the IO, asks
+//! again with the answer; only the groups that can change the outcome are ever looked up.
+//!
+//! A request passes policy P when, in order:
+//! 1. the account's email is verified and its `hd` is one of P's domains (never the email suffix);
+//! 2. the email is not in P's `deny_users`;
+//! 3. P admits it: P lists no groups and no users, or the email is in `allow_users`, or the
+//!    groups are satisfied (`any` or `all`);
+//! 4. the first of P's rules that matches the MCP method and tool (if any) admits it too, or
+//!    refuses it outright (`deny`).
+//!
+//! When P has rules, a POST whose MCP method Envoy could not name is refused: a rule that can be
+//! skipped by sending a body the MCP filter does not understand would protect nothing.
 
-use crate::principal::Principal;
+mod glob;
+mod select;
 
-/// Who may pass, as configured.
+use std::{collections::HashSet, sync::Arc};
+
+pub use glob::Glob;
+pub use select::{CONTEXT_KEY, PolicySet, UnknownPolicy};
+
+use crate::{config::policies::GroupMode, principal::Principal};
+
+/// One named policy, ready to evaluate.
 #[derive(Debug, Clone)]
-pub struct AccessPolicy {
-    /// Allowed Workspace domains, lower-cased (DNS names are case-insensitive).
+pub struct Policy {
+    pub name: Arc<str>,
+    /// Allowed Workspace domains, lower-cased.
     domains: Vec<String>,
+    /// Lower-cased emails.
+    deny_users: HashSet<String>,
+    admission: Admission,
+    rules: Vec<Rule>,
 }
 
-/// Why a valid token is still refused (a 403).
+/// Who a policy or rule lets in.
+#[derive(Debug, Clone, Default)]
+struct Admission {
+    allow_users: HashSet<String>,
+    /// Lower-cased group emails, in the configured order (the lookup order).
+    groups: Vec<Arc<str>>,
+    mode: GroupMode,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    label: Arc<str>,
+    methods: Vec<Glob>,
+    /// Empty: any tool (and the rule applies to every method in `methods`).
+    tools: Vec<Glob>,
+    action: RuleAction,
+}
+
+#[derive(Debug, Clone)]
+enum RuleAction {
+    Deny,
+    Admit(Admission),
+}
+
+/// What the MCP filter told us about the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct McpCall<'a> {
+    /// The JSON-RPC method, e.g. `tools/call`.
+    pub method: Option<&'a str>,
+    /// `params.name` of a `tools/call`.
+    pub tool: Option<&'a str>,
+}
+
+/// The facts of a request a policy reads besides the principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub http_method: &'a str,
+    pub mcp: McpCall<'a>,
+}
+
+/// The membership answers gathered so far for one decision.
+#[derive(Debug, Clone, Default)]
+pub struct Memberships {
+    answers: Vec<(Arc<str>, bool)>,
+}
+
+impl Memberships {
+    pub fn record(&mut self, group: Arc<str>, is_member: bool) {
+        self.answers.push((group, is_member));
+    }
+
+    fn get(&self, group: &str) -> Option<bool> {
+        self.answers
+            .iter()
+            .find(|(g, _)| &**g == group)
+            .map(|&(_, answer)| answer)
+    }
+}
+
+/// One step of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Decided(Result<Grant, Refusal>),
+    /// Look up whether the principal is in this group, record it, and call [`decide`] again.
+    NeedGroup(Arc<str>),
+}
+
+/// Why a request was let in, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub policy: Arc<str>,
+    /// `policy` when the policy's own requirement decided, else the matching rule's label.
+    pub rule: Arc<str>,
+    /// The group whose membership admitted the user (`any`), if a group did.
+    pub group: Option<Arc<str>>,
+}
+
+/// Why a request with a valid token was refused (a 403).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub policy: Arc<str>,
+    pub rule: Arc<str>,
+    pub why: Forbidden,
+    /// The group that was required and missing (`all`), if one was.
+    pub group: Option<Arc<str>>,
+}
+
+/// The reason behind a 403.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Forbidden {
     #[error("the account's email address is not verified")]
@@ -19,6 +132,16 @@ pub enum Forbidden {
     NoHostedDomain,
     #[error("the account's Workspace domain is not allowed")]
     DomainNotAllowed,
+    #[error("the account is refused by policy")]
+    UserDenied,
+    #[error("the account is not in a group the policy requires")]
+    NotInGroups,
+    #[error("the policy refuses this MCP method or tool")]
+    RuleDenied,
+    #[error("the policy needs the request's MCP method and tool, which were not available")]
+    McpMetadataMissing,
+    #[error("the route names a policy that does not exist")]
+    UnknownPolicy,
 }
 
 impl Forbidden {
@@ -27,22 +150,155 @@ impl Forbidden {
             Forbidden::EmailNotVerified => "email_not_verified",
             Forbidden::NoHostedDomain => "no_hosted_domain",
             Forbidden::DomainNotAllowed => "domain_not_allowed",
+            Forbidden::UserDenied => "user_denied",
+            Forbidden::NotInGroups => "not_in_groups",
+            Forbidden::RuleDenied => "rule_denied",
+            Forbidden::McpMetadataMissing => "mcp_metadata_missing",
+            Forbidden::UnknownPolicy => "unknown_policy",
         }
     }
 }
 
-impl AccessPolicy {
-    pub fn new(domains: &[String]) -> AccessPolicy {
-        AccessPolicy {
+const POLICY_RULE: &str = "policy";
+
+/// Decides whether `policy` admits `principal` for `request`, given the memberships known so far.
+pub fn decide(
+    policy: &Policy,
+    principal: &Principal,
+    request: Request<'_>,
+    known: &Memberships,
+) -> Step {
+    let refuse = |rule: &Arc<str>, why, group| {
+        Step::Decided(Err(Refusal {
+            policy: policy.name.clone(),
+            rule: rule.clone(),
+            why,
+            group,
+        }))
+    };
+    let policy_rule: Arc<str> = Arc::from(POLICY_RULE);
+    if let Err(why) = policy.check_domain(principal) {
+        return refuse(&policy_rule, why, None);
+    }
+    // Group and user checks key on the email; Google's directory does too.
+    let email = principal
+        .email
+        .as_deref()
+        .map(str::to_lowercase)
+        .unwrap_or_default();
+    if policy.deny_users.contains(&email) {
+        return refuse(&policy_rule, Forbidden::UserDenied, None);
+    }
+    let base_group = match policy.admission.evaluate(&email, known) {
+        Evaluation::Admitted(group) => group,
+        Evaluation::Refused(group) => return refuse(&policy_rule, Forbidden::NotInGroups, group),
+        Evaluation::Need(group) => return Step::NeedGroup(group),
+    };
+    if !policy.rules.is_empty() && request.mcp.method.is_none() && request.http_method == "POST" {
+        return refuse(&policy_rule, Forbidden::McpMetadataMissing, None);
+    }
+    let Some(rule) = policy.rules.iter().find(|rule| rule.applies(request.mcp)) else {
+        return Step::Decided(Ok(Grant {
+            policy: policy.name.clone(),
+            rule: policy_rule,
+            group: base_group,
+        }));
+    };
+    if request.mcp.method == Some("tools/call")
+        && request.mcp.tool.is_none()
+        && !rule.tools.is_empty()
+    {
+        return refuse(&rule.label, Forbidden::McpMetadataMissing, None);
+    }
+    match &rule.action {
+        RuleAction::Deny => refuse(&rule.label, Forbidden::RuleDenied, None),
+        RuleAction::Admit(admission) => match admission.evaluate(&email, known) {
+            Evaluation::Admitted(group) => Step::Decided(Ok(Grant {
+                policy: policy.name.clone(),
+                rule: rule.label.clone(),
+                group: group.or(base_group),
+            })),
+            Evaluation::Refused(group) => refuse(&rule.label, Forbidden::NotInGroups, group),
+            Evaluation::Need(group) => Step::NeedGroup(group),
+        },
+    }
+}
+
+enum Evaluation {
+    /// Admitted; by this group's membership, if a group decided.
+    Admitted(Option<Arc<str>>),
+    /// Refused; this group was required and missing (`all`), if one was.
+    Refused(Option<Arc<str>>),
+    Need(Arc<str>),
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// The default policy when none is configured: the domain check alone.
+    pub fn domain_only(name: &str, domains: &[String]) -> Policy {
+        Policy {
+            name: Arc::from(name),
             domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            deny_users: HashSet::new(),
+            admission: Admission::default(),
+            rules: Vec::new(),
         }
+    }
+
+    pub fn from_config(
+        name: &str,
+        config: &crate::config::policies::PolicyConfig,
+        default_domains: &[String],
+    ) -> Policy {
+        let mut policy =
+            Policy::domain_only(name, config.domains.as_deref().unwrap_or(default_domains));
+        policy.deny_users = lower_set(&config.deny_users);
+        policy.admission = Admission::new(&config.groups, config.require, &config.allow_users);
+        policy.rules = config
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| Rule {
+                label: Arc::from(
+                    rule.name
+                        .clone()
+                        .unwrap_or_else(|| format!("rules[{index}]")),
+                ),
+                methods: rule.methods.iter().map(|m| Glob::new(m)).collect(),
+                tools: rule.tools.iter().map(|t| Glob::new(t)).collect(),
+                action: if rule.deny {
+                    RuleAction::Deny
+                } else {
+                    RuleAction::Admit(Admission::new(
+                        &rule.groups,
+                        rule.require,
+                        &rule.allow_users,
+                    ))
+                },
+            })
+            .collect();
+        policy
+    }
+
+    /// Every group this policy may ask about (for start-up checks).
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        let rule_groups = self.rules.iter().flat_map(|rule| match &rule.action {
+            RuleAction::Admit(admission) => admission.groups.as_slice(),
+            RuleAction::Deny => &[],
+        });
+        self.admission
+            .groups
+            .iter()
+            .chain(rule_groups)
+            .map(|g| &**g)
     }
 
     /// Allows a principal whose verified account belongs to an allowed Workspace domain.
     ///
     /// The domain comes from `hd` only. A consumer account can register any email address,
     /// including one at the company's domain, so the email suffix proves nothing.
-    pub fn decide(&self, principal: &Principal) -> Result<(), Forbidden> {
+    fn check_domain(&self, principal: &Principal) -> Result<(), Forbidden> {
         if !principal.email_verified {
             return Err(Forbidden::EmailNotVerified);
         }
@@ -58,75 +314,76 @@ impl AccessPolicy {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::principal::TokenSource;
+// === impl Admission ===
 
-    fn principal(email: &str, hd: Option<&str>, verified: bool) -> Principal {
-        Principal {
-            sub: "1".into(),
-            email: Some(email.into()),
-            email_verified: verified,
-            hosted_domain: hd.map(String::from),
-            expires_at: u64::MAX,
-            source: TokenSource::GoogleIdToken,
+impl Admission {
+    fn new(groups: &[String], mode: GroupMode, allow_users: &[String]) -> Admission {
+        Admission {
+            allow_users: lower_set(allow_users),
+            groups: groups.iter().map(|g| Arc::from(g.to_lowercase())).collect(),
+            mode,
         }
     }
 
-    #[test]
-    fn decisions() {
-        let policy = AccessPolicy::new(&["Example.com".into(), "corp.example.org".into()]);
-        let cases = [
-            (
-                principal("a@example.com", Some("example.com"), true),
-                Ok(()),
-            ),
-            (
-                principal("a@example.com", Some("EXAMPLE.COM"), true),
-                Ok(()),
-            ),
-            (
-                principal("a@other.com", Some("corp.example.org"), true),
-                Ok(()),
-            ),
-            // The email suffix looks right, but a consumer account has no hd.
-            (
-                principal("a@example.com", None, true),
-                Err(Forbidden::NoHostedDomain),
-            ),
-            (
-                principal("a@example.com", Some("evil.com"), true),
-                Err(Forbidden::DomainNotAllowed),
-            ),
-            (
-                principal("a@example.com", Some("sub.example.com"), true),
-                Err(Forbidden::DomainNotAllowed),
-            ),
-            (
-                principal("a@example.com", Some("example.com"), false),
-                Err(Forbidden::EmailNotVerified),
-            ),
-        ];
-        for (p, expected) in cases {
-            assert_eq!(policy.decide(&p), expected, "{p:?}");
+    fn evaluate(&self, email: &str, known: &Memberships) -> Evaluation {
+        if self.groups.is_empty() && self.allow_users.is_empty() {
+            return Evaluation::Admitted(None);
         }
-    }
-
-    proptest::proptest! {
-        /// The decision is exactly "verified email and an allowed hd"; the email never matters.
-        #[test]
-        fn only_hd_and_verification_decide(
-            domain in "[a-z]{1,8}\\.(com|org)",
-            hd in proptest::option::of("[a-zA-Z]{1,8}\\.(com|org|COM)"),
-            local in "[a-z]{1,8}",
-            verified: bool,
-        ) {
-            let policy = AccessPolicy::new(std::slice::from_ref(&domain));
-            // The email is always at the allowed domain: it must make no difference.
-            let p = principal(&format!("{local}@{domain}"), hd.as_deref(), verified);
-            let allowed = verified && hd.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&domain));
-            proptest::prop_assert_eq!(policy.decide(&p).is_ok(), allowed);
+        if !email.is_empty() && self.allow_users.contains(email) {
+            return Evaluation::Admitted(None);
+        }
+        if email.is_empty() || self.groups.is_empty() {
+            // Nobody to look up, or only named users may pass and this is not one of them.
+            return Evaluation::Refused(None);
+        }
+        match self.mode {
+            GroupMode::Any => {
+                for group in &self.groups {
+                    match known.get(group) {
+                        Some(true) => return Evaluation::Admitted(Some(group.clone())),
+                        Some(false) => {}
+                        None => return Evaluation::Need(group.clone()),
+                    }
+                }
+                Evaluation::Refused(None)
+            }
+            GroupMode::All => {
+                for group in &self.groups {
+                    match known.get(group) {
+                        Some(true) => {}
+                        Some(false) => return Evaluation::Refused(Some(group.clone())),
+                        None => return Evaluation::Need(group.clone()),
+                    }
+                }
+                Evaluation::Admitted(None)
+            }
         }
     }
 }
+
+impl Rule {
+    fn applies(&self, mcp: McpCall<'_>) -> bool {
+        let Some(method) = mcp.method else {
+            return false;
+        };
+        if !self.methods.iter().any(|m| m.matches(method)) {
+            return false;
+        }
+        if self.tools.is_empty() {
+            return true;
+        }
+        match (method, mcp.tool) {
+            ("tools/call", Some(tool)) => self.tools.iter().any(|t| t.matches(tool)),
+            // A tools/call without a name: the rule may be about it; decide() refuses.
+            ("tools/call", None) => true,
+            _ => false,
+        }
+    }
+}
+
+fn lower_set(items: &[String]) -> HashSet<String> {
+    items.iter().map(|item| item.to_lowercase()).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,16 +3,19 @@
 use std::sync::Arc;
 
 use crate::{
-    credentials::CredentialError, google::TokenError, policy::Forbidden, principal::Principal,
+    credentials::CredentialError,
+    google::TokenError,
+    policy::{Grant, Refusal},
+    principal::Principal,
 };
 
 /// What we decided. Cheap to clone: the cache hands out copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Let the request through with this identity.
-    Allow(Arc<Principal>),
-    /// The token is valid but the account may not pass (403).
-    Forbidden(Arc<Principal>, Forbidden),
+    Allow(Arc<Principal>, Arc<Grant>),
+    /// The token is valid but the policy refuses the request (403).
+    Forbidden(Arc<Principal>, Arc<Refusal>),
     /// No valid token (401, or 400 for a token in the query string).
     Unauthenticated(Unauthenticated),
 }
@@ -27,7 +30,7 @@ pub enum Unauthenticated {
 impl Verdict {
     pub fn principal(&self) -> Option<&Principal> {
         match self {
-            Verdict::Allow(p) | Verdict::Forbidden(p, _) => Some(p),
+            Verdict::Allow(p, _) | Verdict::Forbidden(p, _) => Some(p),
             Verdict::Unauthenticated(_) => None,
         }
     }
@@ -35,8 +38,8 @@ impl Verdict {
     /// A stable, low-cardinality reason for logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            Verdict::Allow(_) => "allowed",
-            Verdict::Forbidden(_, why) => why.reason(),
+            Verdict::Allow(..) => "allowed",
+            Verdict::Forbidden(_, refusal) => refusal.why.reason(),
             Verdict::Unauthenticated(Unauthenticated::Credential(e)) => e.reason(),
             Verdict::Unauthenticated(Unauthenticated::Token(e)) => e.reason(),
         }
@@ -44,9 +47,20 @@ impl Verdict {
 
     pub fn decision(&self) -> &'static str {
         match self {
-            Verdict::Allow(_) => "allow",
+            Verdict::Allow(..) => "allow",
             Verdict::Forbidden(..) => "forbidden",
             Verdict::Unauthenticated(_) => "unauthenticated",
+        }
+    }
+
+    /// The policy, rule and group behind the verdict, when a policy was applied.
+    pub fn policy(&self) -> Option<(&str, &str, Option<&str>)> {
+        match self {
+            Verdict::Allow(_, grant) => Some((&grant.policy, &grant.rule, grant.group.as_deref())),
+            Verdict::Forbidden(_, refusal) => {
+                Some((&refusal.policy, &refusal.rule, refusal.group.as_deref()))
+            }
+            Verdict::Unauthenticated(_) => None,
         }
     }
 }

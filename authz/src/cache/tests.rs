@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::*;
 use crate::{
     credentials::CredentialError,
+    policy::Grant,
     principal::{Principal, TokenSource},
     verdict::Unauthenticated,
 };
@@ -13,14 +14,22 @@ const LIFETIMES: Lifetimes = Lifetimes {
 };
 
 fn allow(expires_at: u64) -> Verdict {
-    Verdict::Allow(Arc::new(Principal {
-        sub: "1".into(),
-        email: None,
-        email_verified: true,
-        hosted_domain: Some("example.com".into()),
-        expires_at,
-        source: TokenSource::GoogleIdToken,
-    }))
+    let grant = Grant {
+        policy: Arc::from("default"),
+        rule: Arc::from("policy"),
+        group: None,
+    };
+    Verdict::Allow(
+        Arc::new(Principal {
+            sub: "1".into(),
+            email: None,
+            email_verified: true,
+            hosted_domain: Some("example.com".into()),
+            expires_at,
+            source: TokenSource::GoogleIdToken,
+        }),
+        Arc::new(grant),
+    )
 }
 
 #[test]
@@ -81,7 +90,7 @@ async fn errors_are_not_cached() {
         .await
         .unwrap();
     assert!(!hit);
-    assert!(matches!(verdict, Verdict::Allow(_)));
+    assert!(matches!(verdict, Verdict::Allow(..)));
     let (_, hit) = cache
         .get_or_verify(k, async { Err("unused") })
         .await

@@ -6,7 +6,7 @@ use super::*;
 use crate::{
     authorizer::CacheUse,
     google::{Endpoint, TokenError},
-    policy::Forbidden,
+    policy::{Forbidden, Grant, Refusal},
     principal::{Principal, TokenSource},
 };
 
@@ -45,6 +45,23 @@ fn principal(email: Option<&str>) -> Arc<Principal> {
     })
 }
 
+fn grant() -> Arc<Grant> {
+    Arc::new(Grant {
+        policy: Arc::from("default"),
+        rule: Arc::from("policy"),
+        group: None,
+    })
+}
+
+fn refusal(why: Forbidden) -> Arc<Refusal> {
+    Arc::new(Refusal {
+        policy: Arc::from("grafana"),
+        rule: Arc::from("destructive"),
+        why,
+        group: Some(Arc::from("sre@example.com")),
+    })
+}
+
 fn render(verdict: Verdict) -> CheckResponse {
     responses(&config(&[])).render(&Decision {
         verdict,
@@ -70,7 +87,7 @@ const METADATA: &str = "https://mcp.example.com/.well-known/oauth-protected-reso
 
 #[test]
 fn allow_sets_identity_with_overwrite_and_strips_authorization() {
-    let response = render(Verdict::Allow(principal(Some("ada@example.com"))));
+    let response = render(Verdict::Allow(principal(Some("ada@example.com")), grant()));
     assert_eq!(response.status.as_ref().unwrap().code, 0);
     let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
         panic!("not ok: {response:?}");
@@ -94,7 +111,7 @@ fn allow_sets_identity_with_overwrite_and_strips_authorization() {
 
 #[test]
 fn allow_without_email_removes_any_client_copy() {
-    let response = render(Verdict::Allow(principal(None)));
+    let response = render(Verdict::Allow(principal(None), grant()));
     let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
         panic!("not ok");
     };
@@ -156,10 +173,10 @@ fn token_in_query_is_400_invalid_request() {
 }
 
 #[test]
-fn forbidden_is_403_insufficient_scope() {
+fn forbidden_is_403_insufficient_scope_naming_the_policy_not_the_groups() {
     let response = render(Verdict::Forbidden(
         principal(Some("a@example.com")),
-        Forbidden::NoHostedDomain,
+        refusal(Forbidden::NotInGroups),
     ));
     assert_eq!(
         response.status.as_ref().unwrap().code,
@@ -172,6 +189,8 @@ fn forbidden_is_403_insufficient_scope() {
         format!(r#"Bearer error="insufficient_scope", resource_metadata="{METADATA}""#)
     );
     assert_eq!(body["error"], "insufficient_scope");
+    assert_eq!(body["policy"], "grafana");
+    assert!(!body.to_string().contains("sre@"), "{body}");
 }
 
 #[test]
@@ -222,7 +241,7 @@ fn check_request(headers: &[(&str, &str)], path: &str) -> CheckRequest {
 async fn service_decides_without_google_and_reports_outage_when_needed() {
     let config = config(&[]);
     let google = crate::google::Google::new(&config).unwrap();
-    let service = CheckService::new(&config, Arc::new(Authorizer::new(&config, google)));
+    let service = CheckService::new(&config, Arc::new(Authorizer::new(&config, google, None)));
 
     let response = service
         .check(Request::new(check_request(&[], "/mcp")))
@@ -288,4 +307,63 @@ fn request_ids_are_bounded_at_a_character_boundary() {
     assert_eq!(prefix(&"x".repeat(500), 128).len(), 128);
     let accented = "é".repeat(100); // two bytes each
     assert_eq!(prefix(&accented, 127).len(), 126);
+}
+
+fn mcp_metadata(fields: serde_json::Value) -> AttributeContext {
+    use envoy_types::pb::{
+        envoy::config::core::v3::Metadata,
+        google::protobuf::{ListValue, Struct},
+    };
+    fn value(json: &serde_json::Value) -> Value {
+        Value {
+            kind: Some(match json {
+                serde_json::Value::Null => Kind::NullValue(0),
+                serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+                serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+                serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+                serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+                    values: items.iter().map(value).collect(),
+                }),
+                serde_json::Value::Object(map) => Kind::StructValue(Struct {
+                    fields: map.iter().map(|(k, v)| (k.clone(), value(v))).collect(),
+                }),
+            }),
+        }
+    }
+    let Kind::StructValue(namespace) = value(&fields).kind.unwrap() else {
+        panic!("metadata must be an object");
+    };
+    AttributeContext {
+        metadata_context: Some(Metadata {
+            filter_metadata: [(MCP_METADATA_NAMESPACE.to_string(), namespace)].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn mcp_method_and_tool_come_from_the_mcp_filter_metadata() {
+    use serde_json::json;
+    // The layout Envoy 1.40's MCP filter emits for a tools/call.
+    let call = mcp_metadata(json!({
+        "id": 1, "is_mcp_request": true, "jsonrpc": "2.0", "method": "tools/call",
+        "params": {"name": "delete_dashboard"}, "status": "mcp_ok",
+    }));
+    assert_eq!(
+        mcp_call(&call),
+        McpCall {
+            method: Some("tools/call"),
+            tool: Some("delete_dashboard")
+        }
+    );
+    // A name on another method is not a tool.
+    let other = mcp_metadata(json!({"method": "prompts/get", "params": {"name": "x"}}));
+    assert_eq!(mcp_call(&other).tool, None);
+    // Wrong types read as absent (and the policy fails closed on absent).
+    let odd = mcp_metadata(json!({"method": 7, "params": {"name": ["a"]}}));
+    assert_eq!(mcp_call(&odd), McpCall::default());
+    let odd_tool = mcp_metadata(json!({"method": "tools/call", "params": "delete_x"}));
+    assert_eq!(mcp_call(&odd_tool).tool, None);
+    assert_eq!(mcp_call(&AttributeContext::default()), McpCall::default());
 }
