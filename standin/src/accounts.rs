@@ -75,7 +75,6 @@ impl AccountKey {
         })
     }
 
-    #[expect(dead_code, reason = "used by signJwt and STS, in the next commit")]
     /// Signs `claims` RS256 with header `{"alg":"RS256","kid":..,"typ":"JWT"}`.
     pub(crate) fn sign(&self, claims: &Value) -> anyhow::Result<String> {
         let header = Header {
@@ -105,7 +104,6 @@ impl ServiceAccount {
             .find(|k| k.kid == kid)
     }
 
-    #[expect(dead_code, reason = "used by signJwt and STS, in the next commit")]
     /// The system-managed key `signJwt` signs with, generated on first use.
     pub(crate) async fn system_key(&self) -> anyhow::Result<&AccountKey> {
         self.system_key

@@ -23,7 +23,6 @@ pub(crate) enum Principal {
     },
     /// A workload federated through STS: its provider `audience`, and the service account its
     /// binding lets it impersonate.
-    #[expect(dead_code, reason = "used by signJwt and STS, in the next commit")]
     Federated {
         audience: String,
         service_account: String,
@@ -43,7 +42,6 @@ impl ApiToken {
         self.scopes.iter().any(|s| scopes.contains(&s.as_str()))
     }
 
-    #[expect(dead_code, reason = "used by signJwt and STS, in the next commit")]
     /// The service account behind the token, when it acts as itself (no delegation).
     pub(crate) fn service_account(&self) -> Option<&str> {
         match &self.principal {

@@ -16,6 +16,13 @@
 //! | `GET /admin/directory/v1/groups/{g}/members/{m}` | admin.googleapis.com | `directory` | `members.get` |
 //! | `GET /v1/groups:lookup` | cloudidentity.googleapis.com | `cloudidentity` | group name by email |
 //! | `GET /v1/groups/{id}/memberships:checkTransitiveMembership` | cloudidentity.googleapis.com | `cloudidentity` | transitive check |
+//! | `POST /v1/projects/-/serviceAccounts/{sa}:signJwt` | iamcredentials.googleapis.com | `iamcredentials` | sign a JWT as `sa` |
+//! | `POST /v1/projects/-/serviceAccounts/{sa}:generateAccessToken` | iamcredentials.googleapis.com | `iamcredentials` | a token of `sa` |
+//! | `POST /v1/token` | sts.googleapis.com | `sts` | RFC 8693 exchange of a signed AWS request |
+//!
+//! For AWS-sourced `external_account` credentials it also plays the AWS instance metadata
+//! server (neither counted nor faulted): `PUT /aws/token`, `GET /aws/region`,
+//! `GET /aws/credentials`, `GET /aws/credentials/{role}`.
 //!
 //! Test-control endpoints (JSON bodies; each is documented on its handler in `routes.rs`):
 //!
@@ -29,6 +36,7 @@
 //! | `POST /_standin/directory` | `{"domains", "admins"}` of the Workspace tenant |
 //! | `PUT /_standin/group` | `{"group", "members", "status"?}`: one group's direct members |
 //! | `POST /_standin/cloud_identity` | `{"premium": bool}` |
+//! | `POST /_standin/workload_identity` | register an AWS workload binding ([`WorkloadIdentitySpec`]) |
 //! | `GET /_standin/stats` | request counts ([`Stats`]) |
 //! | `POST /_standin/stats/reset` | zero them, returning the old counts |
 //!
@@ -37,19 +45,26 @@
 //! axum router, the OpenID and control handlers), `google_error` (Google's error bodies),
 //! `accounts` (service accounts and their keys), `api_tokens` (tokens for Google's APIs),
 //! `directory` (the Workspace tenant: domains, admins, groups), `oauth` (`/token`),
-//! `admin_sdk` and `cloud_identity` (the membership APIs).
+//! `admin_sdk` and `cloud_identity` (the membership APIs), `iam_credentials`, `sts` (with the
+//! workload-identity bindings), `sigv4` (AWS request signatures), `imds` (AWS metadata),
+//! `clock` (timestamp formats).
 
 mod accounts;
 mod admin_sdk;
 mod api_tokens;
+mod clock;
 mod cloud_identity;
 mod directory;
 mod faults;
 mod google_error;
+mod iam_credentials;
+mod imds;
 mod keys;
 mod oauth;
 mod routes;
+mod sigv4;
 mod stats;
+mod sts;
 mod tokens;
 
 use std::{
@@ -63,6 +78,7 @@ use anyhow::Context as _;
 pub use accounts::ServiceAccountSpec;
 pub use faults::{FaultMode, FaultSpec, HANG};
 pub use stats::{Endpoint, Stats};
+pub use sts::WorkloadIdentitySpec;
 pub use tokens::AccessTokenSpec;
 
 use accounts::ServiceAccounts;
@@ -71,6 +87,7 @@ use directory::{Directory, DirectorySpec};
 use faults::Faults;
 use keys::{KeyRing, SigningKey};
 use stats::Counters;
+use sts::WorkloadIdentities;
 use tokens::AccessTokens;
 
 /// How to run a stand-in.
@@ -116,6 +133,7 @@ pub(crate) struct Shared {
     /// Tokens for Google's APIs (issued by `/token`, STS, `generateAccessToken`).
     pub(crate) api_tokens: ApiTokens,
     pub(crate) directory: Directory,
+    pub(crate) workload: WorkloadIdentities,
 }
 
 impl std::fmt::Debug for StandIn {
@@ -156,6 +174,7 @@ impl StandIn {
             accounts: ServiceAccounts::default(),
             api_tokens: ApiTokens::default(),
             directory: Directory::default(),
+            workload: WorkloadIdentities::default(),
         });
         routes::spawn_server(listener, shared.clone());
         Ok(Self { shared })
@@ -269,6 +288,43 @@ impl StandIn {
     /// `checkTransitiveMembership` answers 403.
     pub fn set_premium(&self, premium: bool) {
         self.shared.directory.set_premium(premium);
+    }
+
+    /// Lets the AWS identity with the spec's keys exchange tokens at STS for `audience` and
+    /// impersonate `service_account`, as `POST /_standin/workload_identity` does. The binding
+    /// of the same audience is replaced; the latest binding's keys are what `/aws/credentials`
+    /// serves.
+    pub fn add_workload_identity(&self, spec: WorkloadIdentitySpec) {
+        self.shared.workload.add(spec);
+    }
+
+    /// A Google `external_account` credential (AWS source) whose every URL points here: STS
+    /// at `/v1/token`, impersonation of `service_account` through `generateAccessToken`, and
+    /// the AWS metadata at `/aws/...`.
+    pub fn external_account_json(
+        &self,
+        audience: &str,
+        service_account: &str,
+    ) -> serde_json::Value {
+        let base = &self.shared.issuer;
+        serde_json::json!({
+            "type": "external_account",
+            "audience": audience,
+            "subject_token_type": sts::AWS_SUBJECT_TOKEN_TYPE,
+            "token_url": format!("{base}/v1/token"),
+            "service_account_impersonation_url": format!(
+                "{base}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken"
+            ),
+            "credential_source": {
+                "environment_id": "aws1",
+                "region_url": format!("{base}/aws/region"),
+                "url": format!("{base}/aws/credentials"),
+                "regional_cred_verification_url":
+                    "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+                "imdsv2_session_token_url": format!("{base}/aws/token"),
+            },
+            "universe_domain": "googleapis.com",
+        })
     }
 
     /// Requests received on each Google endpoint.

@@ -22,8 +22,9 @@ use serde_json::{Value, json};
 use tracing::{debug, error, info};
 
 use crate::{
-    AccessTokenSpec, FaultSpec, ServiceAccountSpec, Shared, admin_sdk, cloud_identity,
-    directory::DirectorySpec, keys::SigningKey, now, oauth, stats::Counter,
+    AccessTokenSpec, FaultSpec, ServiceAccountSpec, Shared, WorkloadIdentitySpec, admin_sdk,
+    cloud_identity, directory::DirectorySpec, iam_credentials, imds, keys::SigningKey, now, oauth,
+    stats::Counter, sts,
 };
 
 /// The content type Google labels its JSON with.
@@ -65,6 +66,15 @@ fn router(shared: Arc<Shared>) -> Router {
             "/v1/groups/{id}/memberships:checkTransitiveMembership",
             get(cloud_identity::check_transitive),
         )
+        .route(
+            "/v1/projects/{project}/serviceAccounts/{name}",
+            post(iam_credentials::dispatch),
+        )
+        .route("/v1/token", post(sts::token))
+        .route("/aws/token", put(imds::session_token))
+        .route("/aws/region", get(imds::region))
+        .route("/aws/credentials", get(imds::role))
+        .route("/aws/credentials/{role}", get(imds::credentials))
         .route("/_standin/id_token", post(mint_id_token))
         .route("/_standin/access_token", post(mint_access_token))
         .route("/_standin/rotate", post(rotate))
@@ -74,6 +84,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_standin/directory", post(set_directory))
         .route("/_standin/group", put(set_group))
         .route("/_standin/cloud_identity", post(set_cloud_identity))
+        .route("/_standin/workload_identity", post(add_workload_identity))
         .route("/_standin/stats", get(stats))
         .route("/_standin/stats/reset", post(reset_stats))
         .fallback(not_found)
@@ -429,6 +440,19 @@ async fn set_cloud_identity(State(shared): State<Arc<Shared>>, body: Bytes) -> R
         Err(err) => return bad_request(&err.to_string()),
     };
     shared.directory.set_premium(request.premium);
+    json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
+/// `POST /_standin/workload_identity` [`WorkloadIdentitySpec`] as JSON (`{"audience",
+/// "aws_access_key_id", "aws_secret_access_key", "aws_session_token"?, "service_account"}`) →
+/// `{"ok": true}`: STS then exchanges requests signed with these keys for `audience`, and the
+/// federated token may impersonate `service_account`.
+async fn add_workload_identity(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let spec: WorkloadIdentitySpec = match parse_body(&body) {
+        Ok(spec) => spec,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    shared.workload.add(spec);
     json_response(StatusCode::OK, &json!({ "ok": true }))
 }
 

@@ -447,3 +447,442 @@ async fn cloud_identity_membership() {
         (2, 6)
     );
 }
+
+const AUDIENCE: &str =
+    "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/aws";
+const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+/// `YYYYMMDDTHHMMSSZ` of a unix time (civil-from-days, written out independently of the
+/// stand-in's own).
+fn amz_date(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let mut year = 1970;
+    let mut days_left = days;
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    while days_left >= if leap(year) { 366 } else { 365 } {
+        days_left -= if leap(year) { 366 } else { 365 };
+        year += 1;
+    }
+    let lengths = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let mut month = 0;
+    while days_left >= lengths[month] {
+        days_left -= lengths[month];
+        month += 1;
+    }
+    format!(
+        "{year:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        month + 1,
+        days_left + 1,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn hmac_sha256(key: &[u8], data: &str) -> Vec<u8> {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(data.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn sha256_hex(data: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The subject token Google's AWS flow builds: a GetCallerIdentity request signed with SigV4
+/// (host, x-amz-date, x-goog-cloud-target-resource and, with a session token,
+/// x-amz-security-token), serialized to JSON and URL-encoded.
+fn aws_subject_token(akid: &str, secret: &str, session: Option<&str>, target: &str) -> String {
+    let region = "us-east-1";
+    let host = format!("sts.{region}.amazonaws.com");
+    let amz_date = amz_date(unix_now());
+    let date = &amz_date[..8];
+    let mut headers = vec![
+        ("host", host.clone()),
+        ("x-amz-date", amz_date.clone()),
+        ("x-goog-cloud-target-resource", target.to_owned()),
+    ];
+    if let Some(session) = session {
+        headers.push(("x-amz-security-token", session.to_owned()));
+    }
+    headers.sort();
+    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let signed_headers = headers
+        .iter()
+        .map(|(k, _)| *k)
+        .collect::<Vec<_>>()
+        .join(";");
+    let canonical_request = format!(
+        "POST\n/\nAction=GetCallerIdentity&Version=2011-06-15\n{canonical_headers}\n{signed_headers}\n{}",
+        sha256_hex("")
+    );
+    let scope = format!("{date}/{region}/sts/aws4_request");
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        sha256_hex(&canonical_request)
+    );
+    let k_date = hmac_sha256(format!("AWS4{secret}").as_bytes(), date);
+    let k_region = hmac_sha256(&k_date, region);
+    let k_service = hmac_sha256(&k_region, "sts");
+    let k_signing = hmac_sha256(&k_service, "aws4_request");
+    let signature: String = hmac_sha256(&k_signing, &string_to_sign)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut json_headers = vec![json!({"key": "Authorization", "value": format!(
+        "AWS4-HMAC-SHA256 Credential={akid}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
+    )})];
+    json_headers.extend(headers.iter().map(|(k, v)| json!({"key": k, "value": v})));
+    let request = json!({
+        "url": format!("https://{host}?Action=GetCallerIdentity&Version=2011-06-15"),
+        "method": "POST",
+        "headers": json_headers,
+    });
+    url::form_urlencoded::byte_serialize(request.to_string().as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+async fn sts_exchange(
+    client: &Client,
+    standin: &StandIn,
+    subject_token: &str,
+) -> (StatusCode, Value) {
+    let response = client
+        .post(url(standin, "/v1/token"))
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("audience", AUDIENCE),
+            ("scope", "https://www.googleapis.com/auth/cloud-platform"),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            (
+                "subject_token_type",
+                "urn:ietf:params:aws:token-type:aws4_request",
+            ),
+            ("subject_token", subject_token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn post_bearer(client: &Client, url: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// Without a key file: AWS identity → STS → generateAccessToken / signJwt → a delegated
+/// directory token from `/token`.
+#[tokio::test]
+async fn workload_identity_chain() {
+    let standin = start().await;
+    let client = Client::new();
+    tenant(&standin);
+    standin
+        .create_service_account(&ServiceAccountSpec {
+            email: SA.into(),
+            delegated_scopes: vec![MEMBER_READONLY.into()],
+            group_admin: true,
+        })
+        .await;
+    let response = client
+        .post(url(&standin, "/_standin/workload_identity"))
+        .json(&json!({"audience": AUDIENCE, "aws_access_key_id": AKID,
+                      "aws_secret_access_key": SECRET, "aws_session_token": "session-1",
+                      "service_account": SA}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // The external_account credential and the metadata it points at.
+    let credential = standin.external_account_json(AUDIENCE, SA);
+    assert_eq!(credential["type"], "external_account");
+    assert_eq!(credential["token_url"], url(&standin, "/v1/token"));
+    assert_eq!(credential["credential_source"]["environment_id"], "aws1");
+    let source = &credential["credential_source"];
+    let text = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(
+        text(source["region_url"].as_str().unwrap().to_owned()).await,
+        "us-east-1a"
+    );
+    let role = text(source["url"].as_str().unwrap().to_owned()).await;
+    let (status, creds) = get_bearer(
+        &client,
+        &format!("{}/{role}", source["url"].as_str().unwrap()),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (creds["AccessKeyId"].as_str(), creds["Token"].as_str()),
+        (Some(AKID), Some("session-1"))
+    );
+    let response = client
+        .put(source["imdsv2_session_token_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // STS: bad signature, wrong target, wrong key id, wrong session → invalid_grant.
+    for (what, token) in [
+        (
+            "wrong secret",
+            aws_subject_token(AKID, "not-the-secret", Some("session-1"), AUDIENCE),
+        ),
+        (
+            "wrong target",
+            aws_subject_token(
+                AKID,
+                SECRET,
+                Some("session-1"),
+                "//iam.googleapis.com/other",
+            ),
+        ),
+        (
+            "wrong key id",
+            aws_subject_token("AKIAOTHER", SECRET, None, AUDIENCE),
+        ),
+        (
+            "wrong session",
+            aws_subject_token(AKID, SECRET, Some("session-2"), AUDIENCE),
+        ),
+        ("not JSON", "%7Bnope".to_owned()),
+    ] {
+        let (status, body) = sts_exchange(&client, &standin, &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+        assert_eq!(body["error"], "invalid_grant", "{what}: {body}");
+    }
+    // A good one, with and without the session token.
+    let (status, body) = sts_exchange(
+        &client,
+        &standin,
+        &aws_subject_token(AKID, SECRET, None, AUDIENCE),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = sts_exchange(
+        &client,
+        &standin,
+        &aws_subject_token(AKID, SECRET, Some("session-1"), AUDIENCE),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    let federated = body["access_token"].as_str().unwrap().to_owned();
+
+    // generateAccessToken: only with the federated token of the binding.
+    let generate = url(
+        &standin,
+        &format!("/v1/projects/-/serviceAccounts/{SA}:generateAccessToken"),
+    );
+    let request = json!({"scope": [CI_READONLY, "https://www.googleapis.com/auth/cloud-platform"], "lifetime": "1800s"});
+    let (status, body) = post_bearer(&client, &generate, &federated, &request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sa_token = body["accessToken"].as_str().unwrap().to_owned();
+    let expire_time = body["expireTime"].as_str().unwrap();
+    assert!(
+        expire_time.ends_with('Z') && expire_time.len() == 20,
+        "{expire_time}"
+    );
+    let (status, body) = post_bearer(&client, &generate, &sa_token, &request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+    let (status, body) = post_bearer(&client, &generate, "ya29.nope", &request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
+    let other = url(
+        &standin,
+        "/v1/projects/-/serviceAccounts/other@proj-1.iam.gserviceaccount.com:generateAccessToken",
+    );
+    let (status, _) = post_bearer(&client, &other, &federated, &request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The impersonated token works where the account's roles allow: Cloud Identity.
+    let (status, body) = get_bearer(
+        &client,
+        &url(&standin, "/v1/groups:lookup?groupKey.id=sre%40example.com"),
+        &sa_token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // signJwt: the delegated assertion, signed by Google's key for the account.
+    let sign_jwt = url(
+        &standin,
+        &format!("/v1/projects/-/serviceAccounts/{SA}:signJwt"),
+    );
+    let claims = assertion_claims(&standin, Some("admin@example.com"), MEMBER_READONLY);
+    let request = json!({"payload": claims.to_string()});
+    let (status, body) = post_bearer(&client, &sign_jwt, &federated, &request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let key_id = body["keyId"].as_str().unwrap();
+    let signed = body["signedJwt"].as_str().unwrap().to_owned();
+    let header = jsonwebtoken::decode_header(&signed).unwrap();
+    assert_eq!(
+        (header.alg, header.kid.as_deref(), header.typ.as_deref()),
+        (Algorithm::RS256, Some(key_id), Some("JWT"))
+    );
+    let (status, body) = exchange(&client, &standin, &signed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let (status, body) = get_bearer(
+        &client,
+        &url(
+            &standin,
+            "/admin/directory/v1/groups/sre@example.com/hasMember/b@example.com",
+        ),
+        token,
+    )
+    .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"isMember": true})));
+    // The account's own token may sign as itself; not a payload that is no JSON object.
+    let (status, _) = post_bearer(&client, &sign_jwt, &sa_token, &request).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) =
+        post_bearer(&client, &sign_jwt, &federated, &json!({"payload": "[1]"})).await;
+    assert_eq!(
+        (status, &body["error"]["status"]),
+        (StatusCode::BAD_REQUEST, &json!("INVALID_ARGUMENT"))
+    );
+
+    let stats = standin.stats();
+    assert_eq!(stats.sts, 7);
+    assert_eq!(stats.iamcredentials_generate_access_token, 4);
+    assert_eq!(stats.iamcredentials_sign_jwt, 3);
+    assert_eq!(stats.token, 1);
+}
+
+#[tokio::test]
+async fn faults_and_counters_on_the_apis() {
+    let standin = start().await;
+    let client = Client::new();
+    tenant(&standin);
+    let fault = url(&standin, "/_standin/fault");
+    let has_member = url(
+        &standin,
+        "/admin/directory/v1/groups/sre@example.com/hasMember/a@example.com",
+    );
+    let lookup = url(&standin, "/v1/groups:lookup?groupKey.id=sre%40example.com");
+    let sts = url(&standin, "/v1/token");
+
+    let response = client
+        .post(&fault)
+        .json(&json!({"mode": "quota", "endpoints": ["directory", "cloudidentity", "sts"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, body) = get_bearer(&client, &has_member, "x").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body["error"]["errors"][0]["reason"],
+        "userRateLimitExceeded"
+    );
+    let (status, body) = get_bearer(&client, &lookup, "x").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert_eq!(body["error"]["errors"][0]["reason"], "rateLimitExceeded");
+    let response = client.post(&sts).form(&[("a", "b")]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Default endpoints: all of them, the new ones included.
+    client
+        .post(&fault)
+        .json(&json!({"mode": "error", "status": 500}))
+        .send()
+        .await
+        .unwrap();
+    let response = client
+        .post(standin.token_url())
+        .form(&[("grant_type", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let response = client
+        .post(url(
+            &standin,
+            &format!("/v1/projects/-/serviceAccounts/{SA}:signJwt"),
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    client
+        .post(&fault)
+        .json(&json!({"mode": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = get_bearer(&client, &has_member, "x").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let response = client
+        .post(standin.token_url())
+        .form(&[("grant_type", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let (_, body) = get_bearer(&client, &url(&standin, "/_standin/stats"), "").await;
+    let stats: standin::Stats = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(stats, standin.stats());
+    assert_eq!(
+        (
+            stats.directory_has_member,
+            stats.cloudidentity_lookup,
+            stats.sts,
+            stats.token,
+            stats.iamcredentials_sign_jwt
+        ),
+        (2, 1, 1, 2, 1)
+    );
+    assert_eq!(body["directory_members_get"], 0);
+    // Stats written before the new counters still read.
+    let old: standin::Stats =
+        serde_json::from_value(json!({"discovery": 1, "jwks": 2, "tokeninfo": 3, "userinfo": 4}))
+            .unwrap();
+    assert_eq!((old.jwks, old.token), (2, 0));
+}
