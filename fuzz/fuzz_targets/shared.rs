@@ -50,7 +50,7 @@ pub fn fixture() -> &'static Fixture {
             std::mem::forget(standin);
             (config, google)
         });
-        let authorizer = Arc::new(Authorizer::new(&config, google));
+        let authorizer = Arc::new(Authorizer::new(&config, google, None));
         Fixture {
             runtime,
             authorizer,
