@@ -8,7 +8,10 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::stats::Endpoint;
+use crate::{
+    google_error::{Family, api_error_body},
+    stats::Endpoint,
+};
 
 /// How long `hang` stalls: far beyond any sane client timeout, short enough that a forgotten
 /// fault does not wedge a test run.
@@ -33,6 +36,9 @@ pub enum FaultMode {
     /// Answer 200 with well-formed but empty JSON: `{"keys":[]}` (a JWKS with no usable keys)
     /// on the JWKS endpoint, `{}` elsewhere.
     Empty,
+    /// Answer as Google does when a quota runs out: 403 `userRateLimitExceeded` on the
+    /// Directory API (its documented rate-limit answer), 429 `RESOURCE_EXHAUSTED` elsewhere.
+    Quota,
 }
 
 /// The body of `POST /_standin/fault`.
@@ -43,7 +49,7 @@ pub struct FaultSpec {
     /// Status for `error`; default 503.
     #[serde(default)]
     pub status: Option<u16>,
-    /// The endpoints affected; default all four.
+    /// The endpoints affected; default all of them ([`Endpoint::ALL`]).
     #[serde(default)]
     pub endpoints: Option<Vec<Endpoint>>,
 }
@@ -55,11 +61,12 @@ pub(crate) enum Fault {
     Garbage,
     Reset,
     Empty(Endpoint),
+    Quota(Endpoint),
 }
 
 /// The fault in force on each endpoint, if any.
 #[derive(Default)]
-pub(crate) struct Faults(Mutex<[Option<Fault>; 4]>);
+pub(crate) struct Faults(Mutex<[Option<Fault>; Endpoint::ALL.len()]>);
 
 impl Faults {
     /// Sets (or, for `ok`, clears) the fault on the spec's endpoints.
@@ -76,13 +83,14 @@ impl Faults {
             FaultMode::Garbage => Some(Fault::Garbage),
             FaultMode::Reset => Some(Fault::Reset),
             // Per endpoint: filled in below.
-            FaultMode::Empty => None,
+            FaultMode::Empty | FaultMode::Quota => None,
         };
         let endpoints = spec.endpoints.as_deref().unwrap_or(&Endpoint::ALL);
         let mut table = self.0.lock().expect("fault table mutex poisoned");
         for endpoint in endpoints {
             table[endpoint.index()] = match spec.mode {
                 FaultMode::Empty => Some(Fault::Empty(*endpoint)),
+                FaultMode::Quota => Some(Fault::Quota(*endpoint)),
                 _ => fault,
             };
         }
@@ -142,6 +150,27 @@ impl Fault {
                 )
                     .into_response(),
             ),
+            Fault::Quota(endpoint) => Some(quota_exceeded(endpoint)),
         }
     }
+}
+
+/// Google's rate-limit answer for `endpoint`.
+fn quota_exceeded(endpoint: Endpoint) -> Response {
+    let message = "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per \
+                   user' of service 'googleapis.com' (injected by the stand-in).";
+    let (family, status, domain, reason) = if endpoint == Endpoint::Directory {
+        let status = StatusCode::FORBIDDEN;
+        (
+            Family::Admin,
+            status,
+            "usageLimits",
+            "userRateLimitExceeded",
+        )
+    } else {
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        (Family::Cloud, status, "global", "rateLimitExceeded")
+    };
+    let body = api_error_body(family, status, message, domain, reason);
+    crate::routes::json_response(status, &body)
 }

@@ -129,7 +129,7 @@ fn unsigned(claims: &serde_json::Value, kid: &str) -> anyhow::Result<String> {
 }
 
 /// 40 lowercase hex characters, the shape of Google's key ids.
-fn random_kid() -> String {
+pub(crate) fn random_kid() -> String {
     let mut bytes = [0u8; 20];
     OsRng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,15 +1,28 @@
-//! `standin`: a local stand-in for Google's OpenID Connect endpoints, for tests, benchmarks and
-//! the dev stack, since Google cannot be reached from here.
+//! `standin`: a local stand-in for Google's OpenID Connect endpoints and the Google APIs authz
+//! calls, for tests, benchmarks and the dev stack, since Google cannot be reached from here.
 //!
 //! It serves Google's documented formats, so production code talks to it through configurable
-//! URLs only. Google's endpoints (counted in [`Stats`], and subject to faults):
+//! URLs only. One port serves every Google host, so each API keeps Google's path. Google's
+//! endpoints (counted in [`Stats`], and subject to faults by their [`Endpoint`] name):
 //!
-//! | path | what |
-//! | --- | --- |
-//! | `GET /.well-known/openid-configuration` | discovery |
-//! | `GET /oauth2/v3/certs` | JWKS |
-//! | `GET`/`POST /tokeninfo` | access-token introspection |
-//! | `GET`/`POST /v1/userinfo` | OpenID userinfo |
+//! | path | Google host | fault name | what |
+//! | --- | --- | --- | --- |
+//! | `GET /.well-known/openid-configuration` | accounts.google.com | `discovery` | discovery |
+//! | `GET /oauth2/v3/certs` | www.googleapis.com | `jwks` | JWKS |
+//! | `GET`/`POST /tokeninfo` | oauth2.googleapis.com | `tokeninfo` | access-token introspection |
+//! | `GET`/`POST /v1/userinfo` | openidconnect.googleapis.com | `userinfo` | OpenID userinfo |
+//! | `POST /token` | oauth2.googleapis.com | `token` | OAuth token endpoint (JWT-bearer grant) |
+//! | `GET /admin/directory/v1/groups/{g}/hasMember/{m}` | admin.googleapis.com | `directory` | `members.hasMember` |
+//! | `GET /admin/directory/v1/groups/{g}/members/{m}` | admin.googleapis.com | `directory` | `members.get` |
+//! | `GET /v1/groups:lookup` | cloudidentity.googleapis.com | `cloudidentity` | group name by email |
+//! | `GET /v1/groups/{id}/memberships:checkTransitiveMembership` | cloudidentity.googleapis.com | `cloudidentity` | transitive check |
+//! | `POST /v1/projects/-/serviceAccounts/{sa}:signJwt` | iamcredentials.googleapis.com | `iamcredentials` | sign a JWT as `sa` |
+//! | `POST /v1/projects/-/serviceAccounts/{sa}:generateAccessToken` | iamcredentials.googleapis.com | `iamcredentials` | a token of `sa` |
+//! | `POST /v1/token` | sts.googleapis.com | `sts` | RFC 8693 exchange of a signed AWS request |
+//!
+//! For AWS-sourced `external_account` credentials it also plays the AWS instance metadata
+//! server (neither counted nor faulted): `PUT /aws/token`, `GET /aws/region`,
+//! `GET /aws/credentials`, `GET /aws/credentials/{role}`.
 //!
 //! Test-control endpoints (JSON bodies; each is documented on its handler in `routes.rs`):
 //!
@@ -19,17 +32,39 @@
 //! | `POST /_standin/access_token` | mint an opaque token ([`AccessTokenSpec`]) → `{"token","exp"}` |
 //! | `POST /_standin/rotate` | new signing key → `{"kid"}` |
 //! | `POST /_standin/fault` | set or clear a fault ([`FaultSpec`]) |
+//! | `POST /_standin/service_account` | register a service account ([`ServiceAccountSpec`]) → its key file |
+//! | `POST /_standin/directory` | `{"domains", "admins"}` of the Workspace tenant |
+//! | `PUT /_standin/group` | `{"group", "members", "status"?}`: one group's direct members |
+//! | `POST /_standin/cloud_identity` | `{"premium": bool}` |
+//! | `POST /_standin/workload_identity` | register an AWS workload binding ([`WorkloadIdentitySpec`]) |
 //! | `GET /_standin/stats` | request counts ([`Stats`]) |
 //! | `POST /_standin/stats/reset` | zero them, returning the old counts |
 //!
 //! Modules: `keys` (RSA keys, JWKS, signing), `tokens` (access tokens, tokeninfo and userinfo
 //! bodies), `faults` (injected failures), `stats` (endpoint names and counters), `routes` (the
-//! axum router and handlers).
+//! axum router, the OpenID and control handlers), `google_error` (Google's error bodies),
+//! `accounts` (service accounts and their keys), `api_tokens` (tokens for Google's APIs),
+//! `directory` (the Workspace tenant: domains, admins, groups), `oauth` (`/token`),
+//! `admin_sdk` and `cloud_identity` (the membership APIs), `iam_credentials`, `sts` (with the
+//! workload-identity bindings), `sigv4` (AWS request signatures), `imds` (AWS metadata),
+//! `clock` (timestamp formats).
 
+mod accounts;
+mod admin_sdk;
+mod api_tokens;
+mod clock;
+mod cloud_identity;
+mod directory;
 mod faults;
+mod google_error;
+mod iam_credentials;
+mod imds;
 mod keys;
+mod oauth;
 mod routes;
+mod sigv4;
 mod stats;
+mod sts;
 mod tokens;
 
 use std::{
@@ -40,13 +75,19 @@ use std::{
 
 use anyhow::Context as _;
 
+pub use accounts::ServiceAccountSpec;
 pub use faults::{FaultMode, FaultSpec, HANG};
 pub use stats::{Endpoint, Stats};
+pub use sts::WorkloadIdentitySpec;
 pub use tokens::AccessTokenSpec;
 
+use accounts::ServiceAccounts;
+use api_tokens::ApiTokens;
+use directory::{Directory, DirectorySpec};
 use faults::Faults;
 use keys::{KeyRing, SigningKey};
 use stats::Counters;
+use sts::WorkloadIdentities;
 use tokens::AccessTokens;
 
 /// How to run a stand-in.
@@ -88,6 +129,11 @@ pub(crate) struct Shared {
     pub(crate) tokens: AccessTokens,
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
+    pub(crate) accounts: ServiceAccounts,
+    /// Tokens for Google's APIs (issued by `/token`, STS, `generateAccessToken`).
+    pub(crate) api_tokens: ApiTokens,
+    pub(crate) directory: Directory,
+    pub(crate) workload: WorkloadIdentities,
 }
 
 impl std::fmt::Debug for StandIn {
@@ -125,6 +171,10 @@ impl StandIn {
             tokens: AccessTokens::default(),
             faults: Faults::default(),
             counters: Counters::default(),
+            accounts: ServiceAccounts::default(),
+            api_tokens: ApiTokens::default(),
+            directory: Directory::default(),
+            workload: WorkloadIdentities::default(),
         });
         routes::spawn_server(listener, shared.clone());
         Ok(Self { shared })
@@ -199,6 +249,84 @@ impl StandIn {
         self.shared.faults.set(spec)
     }
 
+    /// The OAuth token endpoint's URL, `{issuer}/token`: the `aud` assertions must carry.
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.shared.issuer)
+    }
+
+    /// Registers a service account (replacing one of the same email, key included) and returns
+    /// its key file, as `POST /_standin/service_account` does. Generates an RSA key on a
+    /// blocking thread.
+    pub async fn create_service_account(&self, spec: &ServiceAccountSpec) -> serde_json::Value {
+        create_service_account(&self.shared, spec.clone())
+            .await
+            .expect("creating a service account with a valid email does not fail")
+    }
+
+    /// Sets the domains the Workspace tenant owns and its admins, replacing both, as
+    /// `POST /_standin/directory` does.
+    pub fn set_directory(&self, domains: &[&str], admins: &[&str]) {
+        self.shared.directory.configure(&DirectorySpec {
+            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            admins: admins.iter().map(|a| (*a).to_owned()).collect(),
+        });
+    }
+
+    /// Replaces `group`'s direct members (a member that is a group nests it); their statuses
+    /// become `ACTIVE`.
+    pub fn set_group(&self, group: &str, members: &[&str]) {
+        self.shared.directory.set_group(group, members);
+    }
+
+    /// Sets the status `members.get` reports for a direct member (e.g. `SUSPENDED`). Fails when
+    /// `member` is not a direct member of `group`.
+    pub fn set_member_status(&self, group: &str, member: &str, status: &str) -> anyhow::Result<()> {
+        self.shared.directory.set_status(group, member, status)
+    }
+
+    /// Whether the tenant has Cloud Identity Premium (default true); without it
+    /// `checkTransitiveMembership` answers 403.
+    pub fn set_premium(&self, premium: bool) {
+        self.shared.directory.set_premium(premium);
+    }
+
+    /// Lets the AWS identity with the spec's keys exchange tokens at STS for `audience` and
+    /// impersonate `service_account`, as `POST /_standin/workload_identity` does. The binding
+    /// of the same audience is replaced; the latest binding's keys are what `/aws/credentials`
+    /// serves.
+    pub fn add_workload_identity(&self, spec: WorkloadIdentitySpec) {
+        self.shared.workload.add(spec);
+    }
+
+    /// A Google `external_account` credential (AWS source) whose every URL points here: STS
+    /// at `/v1/token`, impersonation of `service_account` through `generateAccessToken`, and
+    /// the AWS metadata at `/aws/...`.
+    pub fn external_account_json(
+        &self,
+        audience: &str,
+        service_account: &str,
+    ) -> serde_json::Value {
+        let base = &self.shared.issuer;
+        serde_json::json!({
+            "type": "external_account",
+            "audience": audience,
+            "subject_token_type": sts::AWS_SUBJECT_TOKEN_TYPE,
+            "token_url": format!("{base}/v1/token"),
+            "service_account_impersonation_url": format!(
+                "{base}/v1/projects/-/serviceAccounts/{service_account}:generateAccessToken"
+            ),
+            "credential_source": {
+                "environment_id": "aws1",
+                "region_url": format!("{base}/aws/region"),
+                "url": format!("{base}/aws/credentials"),
+                "regional_cred_verification_url":
+                    "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+                "imdsv2_session_token_url": format!("{base}/aws/token"),
+            },
+            "universe_domain": "googleapis.com",
+        })
+    }
+
     /// Requests received on each Google endpoint.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
@@ -208,6 +336,21 @@ impl StandIn {
     pub fn reset_stats(&self) -> Stats {
         self.shared.counters.reset()
     }
+}
+
+/// Creates a service account on a blocking thread and renders its key file.
+pub(crate) async fn create_service_account(
+    shared: &Arc<Shared>,
+    spec: ServiceAccountSpec,
+) -> anyhow::Result<serde_json::Value> {
+    let task = {
+        let shared = shared.clone();
+        move || shared.accounts.create(&spec)
+    };
+    let account = tokio::task::spawn_blocking(task)
+        .await
+        .context("the key generation task failed")??;
+    Ok(account.key_file(&shared.issuer))
 }
 
 /// Unix time in seconds.

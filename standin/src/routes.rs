@@ -1,4 +1,5 @@
-//! The HTTP surface: Google's four endpoints, then the `/_standin/` control endpoints that
+//! The HTTP surface: Google's endpoints (the OpenID ones here, the APIs' handlers in their own
+//! modules), then the `/_standin/` control endpoints that
 //! tests and benchmarks drive. Control endpoints are never faulted nor counted, and read their
 //! JSON body whatever its content type (an empty body counts as `{}`), so plain `curl -d` works.
 
@@ -13,14 +14,18 @@ use axum::{
     },
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse as _, Response},
-    routing::{get, post},
+    routing::{get, post, put},
     serve::ListenerExt as _,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tracing::{debug, error, info};
 
-use crate::{AccessTokenSpec, Endpoint, FaultSpec, Shared, keys::SigningKey, now};
+use crate::{
+    AccessTokenSpec, FaultSpec, ServiceAccountSpec, Shared, WorkloadIdentitySpec, admin_sdk,
+    cloud_identity, directory::DirectorySpec, iam_credentials, imds, keys::SigningKey, now, oauth,
+    stats::Counter, sts,
+};
 
 /// The content type Google labels its JSON with.
 pub(crate) const JSON: &str = "application/json; charset=UTF-8";
@@ -47,11 +52,39 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/oauth2/v3/certs", get(jwks))
         .route("/tokeninfo", get(tokeninfo).post(tokeninfo))
         .route("/v1/userinfo", get(userinfo).post(userinfo))
+        .route("/token", post(oauth::token))
+        .route(
+            "/admin/directory/v1/groups/{group}/hasMember/{member}",
+            get(admin_sdk::has_member),
+        )
+        .route(
+            "/admin/directory/v1/groups/{group}/members/{member}",
+            get(admin_sdk::get_member),
+        )
+        .route("/v1/groups:lookup", get(cloud_identity::lookup))
+        .route(
+            "/v1/groups/{id}/memberships:checkTransitiveMembership",
+            get(cloud_identity::check_transitive),
+        )
+        .route(
+            "/v1/projects/{project}/serviceAccounts/{name}",
+            post(iam_credentials::dispatch),
+        )
+        .route("/v1/token", post(sts::token))
+        .route("/aws/token", put(imds::session_token))
+        .route("/aws/region", get(imds::region))
+        .route("/aws/credentials", get(imds::role))
+        .route("/aws/credentials/{role}", get(imds::credentials))
         .route("/_standin/id_token", post(mint_id_token))
         .route("/_standin/access_token", post(mint_access_token))
         .route("/_standin/rotate", post(rotate))
         .route("/_standin/activate", post(activate))
         .route("/_standin/fault", post(set_fault))
+        .route("/_standin/service_account", post(create_service_account))
+        .route("/_standin/directory", post(set_directory))
+        .route("/_standin/group", put(set_group))
+        .route("/_standin/cloud_identity", post(set_cloud_identity))
+        .route("/_standin/workload_identity", post(add_workload_identity))
         .route("/_standin/stats", get(stats))
         .route("/_standin/stats/reset", post(reset_stats))
         .fallback(not_found)
@@ -94,8 +127,9 @@ pub(crate) fn discovery_document(issuer: &str) -> Value {
 
 /// Counts the request, then plays the endpoint's fault if one is set: `Some` is the response
 /// to send instead of the real one.
-async fn gate(shared: &Shared, endpoint: Endpoint) -> Option<Response> {
-    shared.counters.hit(endpoint);
+pub(crate) async fn gate(shared: &Shared, counter: Counter) -> Option<Response> {
+    shared.counters.hit(counter);
+    let endpoint = counter.endpoint();
     let fault = shared.faults.get(endpoint)?;
     debug!(?endpoint, ?fault, "playing fault");
     fault.play().await
@@ -103,7 +137,7 @@ async fn gate(shared: &Shared, endpoint: Endpoint) -> Option<Response> {
 
 /// `GET /.well-known/openid-configuration`: the discovery document.
 async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
-    if let Some(faulted) = gate(&shared, Endpoint::Discovery).await {
+    if let Some(faulted) = gate(&shared, Counter::Discovery).await {
         return faulted;
     }
     (
@@ -118,7 +152,7 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
 
 /// `GET /oauth2/v3/certs`: the published keys, cacheable for `jwks_max_age` like Google's.
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
-    if let Some(faulted) = gate(&shared, Endpoint::Jwks).await {
+    if let Some(faulted) = gate(&shared, Counter::Jwks).await {
         return faulted;
     }
     let cache_control = format!(
@@ -171,7 +205,7 @@ async fn tokeninfo(
     query: Result<Query<TokenParams>, QueryRejection>,
     form: Result<Form<TokenParams>, FormRejection>,
 ) -> Response {
-    if let Some(faulted) = gate(&shared, Endpoint::Tokeninfo).await {
+    if let Some(faulted) = gate(&shared, Counter::Tokeninfo).await {
         return faulted;
     }
     let Some(token) = access_token(&headers, query, form) else {
@@ -198,7 +232,7 @@ async fn userinfo(
     query: Result<Query<TokenParams>, QueryRejection>,
     form: Result<Form<TokenParams>, FormRejection>,
 ) -> Response {
-    if let Some(faulted) = gate(&shared, Endpoint::Userinfo).await {
+    if let Some(faulted) = gate(&shared, Counter::Userinfo).await {
         return faulted;
     }
     let info = access_token(&headers, query, form).and_then(|t| shared.tokens.userinfo(&t, now()));
@@ -316,11 +350,13 @@ async fn rotate(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 
 /// `POST /_standin/fault` [`FaultSpec`] as JSON →  `{"ok": true}`.
 ///
-/// `{"mode": "ok"|"error"|"hang"|"garbage", "status"?: u16, "endpoints"?: [...]}` sets the mode
-/// on the listed endpoints (`discovery`, `jwks`, `tokeninfo`, `userinfo`; default all four):
-/// `error` answers `status` (default 503) with a small JSON body, `hang` waits 30 s and then
-/// answers normally, `garbage` answers 200 with a non-JSON body labelled as JSON, and `ok`
-/// clears the fault. Faulted requests are still counted.
+/// `{"mode": "ok"|"error"|"hang"|"garbage"|"reset"|"empty"|"quota", "status"?: u16,
+/// "endpoints"?: [...]}` sets the mode on the listed endpoints (`discovery`, `jwks`,
+/// `tokeninfo`, `userinfo`, `token`, `directory`, `cloudidentity`, `iamcredentials`, `sts`;
+/// default all of them): `error` answers `status` (default 503) with a small JSON body, `hang`
+/// waits 30 s and then answers normally, `garbage` answers 200 with a non-JSON body labelled as
+/// JSON, `quota` answers Google's rate-limit error, and `ok` clears the fault. Faulted requests
+/// are still counted.
 async fn set_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let spec: FaultSpec = match parse_body(&body) {
         Ok(spec) => spec,
@@ -333,8 +369,95 @@ async fn set_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     json_response(StatusCode::OK, &json!({ "ok": true }))
 }
 
-/// `GET /_standin/stats` → `{"discovery": n, "jwks": n, "tokeninfo": n, "userinfo": n}`:
-/// requests received on each Google endpoint, faulted ones included.
+/// `POST /_standin/service_account` [`ServiceAccountSpec`] as JSON
+/// (`{"email", "delegated_scopes"?: [...], "group_admin"?: bool}`) → the account's key file,
+/// exactly as Google issues it (`token_uri` is this stand-in's `/token`). Creating an account
+/// again replaces it, with a new key.
+async fn create_service_account(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let spec: ServiceAccountSpec = match parse_body(&body) {
+        Ok(spec) => spec,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    match crate::create_service_account(&shared, spec).await {
+        Ok(key_file) => json_response(StatusCode::OK, &key_file),
+        Err(err) => bad_request(&format!("{err:#}")),
+    }
+}
+
+/// `POST /_standin/directory` `{"domains": [...], "admins": [...]}` → `{"ok": true}`: the
+/// domains the Workspace tenant owns (`hasMember` answers 400 for members elsewhere) and its
+/// admins (valid `sub`s of delegated assertions). Replaces both lists.
+async fn set_directory(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let spec: DirectorySpec = match parse_body(&body) {
+        Ok(spec) => spec,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    shared.directory.configure(&spec);
+    json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
+/// Body of `PUT /_standin/group`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRequest {
+    group: String,
+    members: Vec<String>,
+    #[serde(default)]
+    status: std::collections::HashMap<String, String>,
+}
+
+/// `PUT /_standin/group` `{"group": "sre@x", "members": ["a@x", "nested@x"], "status"?:
+/// {"a@x": "SUSPENDED"}}` → `{"ok": true}`: replaces the group's direct members (a member
+/// that is itself a group nests it); `status` sets what `members.get` reports (default
+/// `ACTIVE`) and may name direct members only.
+async fn set_group(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: GroupRequest = match parse_body(&body) {
+        Ok(request) => request,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    shared.directory.set_group(&request.group, &request.members);
+    for (member, status) in &request.status {
+        if let Err(err) = shared.directory.set_status(&request.group, member, status) {
+            return bad_request(&format!("{err:#}"));
+        }
+    }
+    json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
+/// Body of `POST /_standin/cloud_identity`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloudIdentityRequest {
+    premium: bool,
+}
+
+/// `POST /_standin/cloud_identity` `{"premium": bool}` → `{"ok": true}`. Without premium
+/// (default: with), `checkTransitiveMembership` answers 403 as for a tenant without
+/// Enterprise or Cloud Identity Premium.
+async fn set_cloud_identity(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: CloudIdentityRequest = match parse_body(&body) {
+        Ok(request) => request,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    shared.directory.set_premium(request.premium);
+    json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
+/// `POST /_standin/workload_identity` [`WorkloadIdentitySpec`] as JSON (`{"audience",
+/// "aws_access_key_id", "aws_secret_access_key", "aws_session_token"?, "service_account"}`) →
+/// `{"ok": true}`: STS then exchanges requests signed with these keys for `audience`, and the
+/// federated token may impersonate `service_account`.
+async fn add_workload_identity(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let spec: WorkloadIdentitySpec = match parse_body(&body) {
+        Ok(spec) => spec,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    shared.workload.add(spec);
+    json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
+/// `GET /_standin/stats` → [`Stats`](crate::Stats) as JSON (`{"discovery": n, "jwks": n, ...}`):
+/// requests received on each Google method, faulted ones included.
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     json_response(StatusCode::OK, &shared.counters.snapshot())
 }
@@ -362,7 +485,7 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> 
     serde_json::from_slice(body)
 }
 
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     let body = serde_json::to_vec(body)
         .expect("JSON values and plain structs with string keys always serialize");
     (status, [(header::CONTENT_TYPE, JSON)], body).into_response()

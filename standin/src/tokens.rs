@@ -51,6 +51,15 @@ impl Default for AccessTokenSpec {
 const TOKEN_CHARS: usize = 150;
 const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// A fresh `ya29.` token: the prefix and rough length of Google's access tokens.
+pub(crate) fn random_token() -> String {
+    let mut token = String::with_capacity(5 + TOKEN_CHARS);
+    token.push_str("ya29.");
+    token
+        .extend((0..TOKEN_CHARS).map(|_| char::from(URL_SAFE[OsRng.gen_range(0..URL_SAFE.len())])));
+    token
+}
+
 struct Issued {
     spec: AccessTokenSpec,
     exp: i64,
@@ -66,11 +75,7 @@ pub(crate) struct AccessTokens {
 impl AccessTokens {
     /// Stores a new token and returns it with its expiry (unix seconds).
     pub(crate) fn mint(&self, spec: AccessTokenSpec, now: i64) -> (String, i64) {
-        let mut token = String::with_capacity(5 + TOKEN_CHARS);
-        token.push_str("ya29.");
-        token.extend(
-            (0..TOKEN_CHARS).map(|_| char::from(URL_SAFE[OsRng.gen_range(0..URL_SAFE.len())])),
-        );
+        let token = random_token();
         let exp = now.saturating_add(spec.expires_in);
         self.lock().insert(token.clone(), Issued { spec, exp });
         (token, exp)

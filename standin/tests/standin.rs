@@ -429,6 +429,7 @@ async fn faults_and_stats() {
         jwks: 3,
         tokeninfo: 3,
         userinfo: 2,
+        ..Stats::default()
     };
     let (_, body) = get(&client, &url(&standin, "/_standin/stats")).await;
     assert_eq!(serde_json::from_value::<Stats>(body).unwrap(), expected);
