@@ -187,9 +187,10 @@ impl AwsSource {
             problem: e.to_string(),
             rejected: false,
         })?;
-        Ok(Secret(
-            url::form_urlencoded::byte_serialize(json.as_bytes()).collect(),
-        ))
+        // Percent-encoded as Google's own libraries do (spaces as %20, never `+`): STS
+        // percent-decodes the token after the form decoding of the body.
+        let encoded: String = url::form_urlencoded::byte_serialize(json.as_bytes()).collect();
+        Ok(Secret(encoded.replace('+', "%20")))
     }
 
     async fn credentials(
