@@ -232,7 +232,7 @@ fn external_account_takes_the_service_account_from_config_or_file() {
 
 #[test]
 fn external_account_must_be_aws_sourced() {
-    let file_sourced = WIF.replace(r#""environment_id": "aws1","#, r#""file": "/tmp/t","#);
+    let file_sourced = WIF.replace(r#""environment_id": "aws1","#, r#""file": "token.txt","#);
     let error = ExternalAccount::parse(&file_sourced, None, &iam(), AwsEnv::default())
         .err()
         .unwrap();
