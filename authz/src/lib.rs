@@ -6,6 +6,10 @@
 //! - [`credentials`]: finding the bearer token in a request and telling its kind.
 //! - [`google`]: verifying Google ID tokens (local, JWKS) and access tokens (tokeninfo, userinfo).
 //! - [`principal`]: the verified identity the rest of the service sees.
+//! - [`service_auth`]: our service account's Google API access token (key file, or keyless
+//!   through Workload Identity Federation from AWS), cached and refreshed once.
+//! - [`groups`]: Google group membership (Directory or Cloud Identity API) behind a cache that
+//!   refreshes ahead, serves stale answers for a bounded time in an outage, and backs off.
 //! - [`policy`]: the pure access decision (Workspace domain from `hd`, verified email).
 //! - [`verdict`]: the outcome of one authorization.
 //! - [`cache`]: the bounded verdict cache, keyed by a hash, entries expiring with their token.
@@ -24,9 +28,11 @@ pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod google;
+pub mod groups;
 pub mod health;
 pub mod policy;
 pub mod principal;
+pub mod service_auth;
 pub mod telemetry;
 pub mod verdict;
 

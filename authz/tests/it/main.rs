@@ -4,5 +4,6 @@
 // Integration tests: a panic with the value is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod groups;
 mod shutdown;
 mod verification;

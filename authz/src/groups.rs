@@ -1,0 +1,448 @@
+//! Google group membership for policy decisions, answered from a cache so that Google is not on
+//! the hot path.
+//!
+//! [`Groups::is_member`] answers "is this user in that group" through the membership cache
+//! (`cache`), which asks one of two Google APIs on a miss: the Admin SDK Directory API
+//! (`directory`; needs domain-wide delegation) or the Cloud Identity Groups API
+//! (`cloud_identity`; a service account with the Group Administrator role is enough). Both call
+//! with an access token from [`crate::service_auth`].
+//!
+//! `Ok` is always a decision; `Err` always means "cannot decide" and the caller answers 503.
+//! Unknown groups are "not a member" (fail closed) with a WARN, since they are a config mistake
+//! and not an outage.
+
+mod cache;
+mod cloud_identity;
+mod directory;
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::service_auth::{AuthError, AwsEnv, Endpoints, ServiceAuth};
+
+pub use crate::service_auth::CredentialsConfig;
+
+use cache::{Lookup, MembershipCache, Settings};
+
+/// The `[groups]` config section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// Which Google API answers membership questions. Default `directory`.
+    #[serde(default)]
+    pub api: Api,
+    /// Admin SDK base. Default `https://admin.googleapis.com`.
+    #[serde(default = "default_directory_url")]
+    pub directory_url: Url,
+    /// Cloud Identity base. Default `https://cloudidentity.googleapis.com`.
+    #[serde(default = "default_cloud_identity_url")]
+    pub cloud_identity_url: Url,
+    /// IAM Credentials base (`generateAccessToken`, `signJwt`).
+    /// Default `https://iamcredentials.googleapis.com`.
+    #[serde(default = "default_iam_credentials_url")]
+    pub iam_credentials_url: Url,
+    /// OAuth token endpoint for the `jwt-bearer` exchange, and the assertions' audience.
+    /// Default `https://oauth2.googleapis.com/token`.
+    #[serde(default = "default_token_url")]
+    pub token_url: Url,
+    /// Where our service-account identity comes from.
+    pub credentials: CredentialsConfig,
+    /// How long a "member" answer is served from cache. Default 5m.
+    #[serde(default = "default_positive_ttl", with = "humantime_serde")]
+    pub positive_ttl: Duration,
+    /// How long a "not a member" answer is served from cache. Default 1m.
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// A hit this close to expiry is answered from cache and starts one background refresh.
+    /// Capped at half the entry's TTL. Default 1m.
+    #[serde(default = "default_refresh_ahead", with = "humantime_serde")]
+    pub refresh_ahead: Duration,
+    /// While Google is down or over quota, an expired answer is still served (as stale) for at
+    /// most this long past its TTL; after that the caller gets an error (503). Default 10m.
+    #[serde(default = "default_stale_bound", with = "humantime_serde")]
+    pub stale_bound: Duration,
+    /// Upper bound on cached answers. Default 100000.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// Timeout of every call to Google for groups and credentials. Keep it below Envoy's
+    /// ext_authz timeout so a slow Google is our 503, not Envoy's. Default 2s.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// First pause after a quota error; doubles on each further one. Default 1s.
+    #[serde(default = "default_backoff_initial", with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Longest pause after quota errors. Default 60s.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+/// Which Google API answers membership questions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Api {
+    /// Admin SDK Directory `members.hasMember` (nested groups within the domain), falling back
+    /// to `members.get` for members outside the domain. Needs `credentials.subject`.
+    #[default]
+    Directory,
+    /// Cloud Identity `checkTransitiveMembership` (nesting across domains). Needs a Premium or
+    /// Enterprise edition; no delegation.
+    CloudIdentity,
+}
+
+/// Group membership answers. Cheap to clone; clones share one cache and one token.
+#[derive(Debug, Clone)]
+pub struct Groups {
+    cache: Arc<MembershipCache<Backend>>,
+    auth: Arc<ServiceAuth>,
+}
+
+/// A decision about one (user, group) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    pub is_member: bool,
+    pub freshness: Freshness,
+}
+
+/// Where an answer came from, for audit logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Fetched from Google for this request (or for a concurrent one it waited on).
+    Fresh,
+    /// From the cache, within its TTL.
+    Cached,
+    /// From the cache past its TTL (within `stale_bound`), because Google could not be asked.
+    Stale,
+}
+
+/// Why membership could not be decided. Every variant means "cannot decide": answer 503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupsError {
+    #[error("no Google API access token: {0}")]
+    Credentials(AuthError),
+    #[error(
+        "{api} refused our credentials (HTTP {status}): check the service account's role or delegation"
+    )]
+    Forbidden { api: Api, status: u16 },
+    #[error("{api} quota exceeded")]
+    Quota { api: Api },
+    #[error("backing off after a Google quota error")]
+    BackingOff,
+    #[error("{api} unavailable: {problem}")]
+    Unavailable { api: Api, problem: String },
+    #[error("the email cannot be put in a membership query")]
+    UnsupportedEmail,
+}
+
+/// The configured Google API.
+#[derive(Debug)]
+enum Backend {
+    Directory(directory::Directory),
+    CloudIdentity(cloud_identity::CloudIdentity),
+}
+
+// === impl GroupsConfig ===
+
+impl GroupsConfig {
+    /// Checks what serde cannot; the error is one line naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let subject = match &self.credentials {
+            CredentialsConfig::ServiceAccountKey { subject, .. }
+            | CredentialsConfig::ExternalAccount { subject, .. } => subject,
+        };
+        if self.api == Api::Directory && subject.is_none() {
+            return Err("groups.credentials.subject: api = \"directory\" needs a Workspace admin to impersonate (domain-wide delegation); set subject, or use api = \"cloud-identity\"".into());
+        }
+        for (key, value) in [
+            ("groups.positive_ttl", self.positive_ttl),
+            ("groups.negative_ttl", self.negative_ttl),
+            ("groups.request_timeout", self.request_timeout),
+            ("groups.backoff_initial", self.backoff_initial),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key}: must be greater than zero"));
+            }
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(
+                "groups.backoff_max: must not be shorter than groups.backoff_initial".into(),
+            );
+        }
+        if self.max_entries == 0 {
+            return Err("groups.max_entries: must be greater than zero".into());
+        }
+        for (key, url) in [
+            ("groups.directory_url", &self.directory_url),
+            ("groups.cloud_identity_url", &self.cloud_identity_url),
+            ("groups.iam_credentials_url", &self.iam_credentials_url),
+            ("groups.token_url", &self.token_url),
+        ] {
+            if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+                return Err(format!("{key}: must be an absolute http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            positive_ttl: self.positive_ttl,
+            negative_ttl: self.negative_ttl,
+            refresh_ahead: self.refresh_ahead,
+            stale_bound: self.stale_bound,
+            max_entries: self.max_entries,
+            backoff_initial: self.backoff_initial,
+            backoff_max: self.backoff_max,
+        }
+    }
+}
+
+// === impl Groups ===
+
+impl Groups {
+    /// Start-up: validates, reads the credential file and the AWS environment variables,
+    /// builds the clients. No network.
+    pub fn new(config: &GroupsConfig) -> anyhow::Result<Groups> {
+        Groups::with_aws_env(config, AwsEnv::from_process())
+    }
+
+    /// [`Groups::new`] with the AWS variables given rather than read from the process.
+    pub fn with_aws_env(config: &GroupsConfig, aws_env: AwsEnv) -> anyhow::Result<Groups> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let http = client(config.request_timeout)?;
+        let scope = match config.api {
+            Api::Directory => directory::SCOPE,
+            Api::CloudIdentity => cloud_identity::SCOPE,
+        };
+        let endpoints = Endpoints {
+            token_url: config.token_url.clone(),
+            iam_credentials_url: config.iam_credentials_url.clone(),
+        };
+        let auth = Arc::new(ServiceAuth::new(
+            &config.credentials,
+            endpoints,
+            scope,
+            aws_env,
+            http.clone(),
+        )?);
+        let backend = match config.api {
+            Api::Directory => Backend::Directory(directory::Directory::new(
+                http,
+                config.directory_url.clone(),
+                auth.clone(),
+            )),
+            Api::CloudIdentity => Backend::CloudIdentity(cloud_identity::CloudIdentity::new(
+                http,
+                config.cloud_identity_url.clone(),
+                auth.clone(),
+            )),
+        };
+        Ok(Groups {
+            cache: Arc::new(MembershipCache::new(backend, config.settings())),
+            auth,
+        })
+    }
+
+    /// Is `email` a member of `group` (a group email), directly or through nested groups?
+    /// Case-insensitive in both. `Err` means no decision could be made (answer 503).
+    pub async fn is_member(&self, email: &str, group: &str) -> Result<Membership, GroupsError> {
+        self.cache.is_member(email, group).await
+    }
+
+    /// For `/readyz`: can we get a Google API access token right now? A cached one counts.
+    pub async fn ready(&self) -> bool {
+        self.auth.token().await.is_ok()
+    }
+
+    /// Off-boarding: forgets every cached answer about `email`, including one being fetched.
+    pub fn invalidate_user(&self, email: &str) {
+        self.cache.invalidate_user(email);
+    }
+}
+
+/// The client for groups and credential calls: a total timeout per request and no redirects,
+/// as for every call to Google (see `google::http`).
+fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("authz/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+impl Lookup for Backend {
+    async fn lookup(&self, email: &str, group: &str) -> Result<bool, GroupsError> {
+        match self {
+            Backend::Directory(directory) => directory.is_member(email, group).await,
+            Backend::CloudIdentity(cloud_identity) => cloud_identity.is_member(email, group).await,
+        }
+    }
+}
+
+// === impl Freshness, Api, GroupsError ===
+
+impl Freshness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Freshness::Fresh => "fresh",
+            Freshness::Cached => "cached",
+            Freshness::Stale => "stale",
+        }
+    }
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Directory => "directory",
+            Api::CloudIdentity => "cloud-identity",
+        }
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl GroupsError {
+    /// A short stable name for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GroupsError::Credentials(_) => "groups_credentials",
+            GroupsError::Forbidden { .. } => "groups_forbidden",
+            GroupsError::Quota { .. } => "groups_quota",
+            GroupsError::BackingOff => "groups_backing_off",
+            GroupsError::Unavailable { .. } => "groups_unavailable",
+            GroupsError::UnsupportedEmail => "groups_unsupported_email",
+        }
+    }
+
+    /// Google said "slow down": back off before asking again.
+    pub fn is_quota(&self) -> bool {
+        matches!(self, GroupsError::Quota { .. })
+    }
+}
+
+/// Maps a Google API error response to a [`GroupsError`]: 429, or 403 whose reason is a rate
+/// or quota limit, is a quota error; other 401/403 are a credential problem; the rest is an
+/// outage. The body is read for reasons only and never logged (it may echo the request).
+pub(crate) async fn classify(api: Api, response: reqwest::Response) -> GroupsError {
+    let status = response.status();
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return GroupsError::Quota { api };
+    }
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        let body = response.text().await.unwrap_or_default();
+        if status == reqwest::StatusCode::FORBIDDEN && is_quota_body(&body) {
+            return GroupsError::Quota { api };
+        }
+        return GroupsError::Forbidden {
+            api,
+            status: status.as_u16(),
+        };
+    }
+    GroupsError::Unavailable {
+        api,
+        problem: format!("HTTP {status}"),
+    }
+}
+
+/// Google's error body: `{"error":{"errors":[{"reason":"userRateLimitExceeded"}],
+/// "details":[{"reason":"RATE_LIMIT_EXCEEDED"}],"status":"RESOURCE_EXHAUSTED"}}`.
+pub(crate) fn is_quota_body(body: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let error = &value["error"];
+    let reasons = ["errors", "details"]
+        .iter()
+        .filter_map(|list| error[list].as_array())
+        .flatten()
+        .filter_map(|item| item["reason"].as_str())
+        .chain(error["status"].as_str());
+    reasons.into_iter().any(|reason| {
+        let reason = reason.to_ascii_lowercase().replace('_', "");
+        matches!(
+            reason.as_str(),
+            "ratelimitexceeded"
+                | "userratelimitexceeded"
+                | "quotaexceeded"
+                | "dailylimitexceeded"
+                | "resourceexhausted"
+        )
+    })
+}
+
+/// The request failed before an answer: an outage.
+pub(crate) fn unreachable(api: Api, error: &reqwest::Error) -> GroupsError {
+    GroupsError::Unavailable {
+        api,
+        problem: if error.is_timeout() {
+            "timed out".into()
+        } else {
+            format!(
+                "request failed: {}",
+                crate::service_auth::error_chain(error)
+            )
+        },
+    }
+}
+
+/// A 200 whose body we cannot read is an outage, not an answer.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    api: Api,
+    response: reqwest::Response,
+) -> Result<T, GroupsError> {
+    response.json().await.map_err(|e| GroupsError::Unavailable {
+        api,
+        problem: format!(
+            "unreadable response: {}",
+            crate::service_auth::error_chain(&e)
+        ),
+    })
+}
+
+fn default_directory_url() -> Url {
+    Url::parse("https://admin.googleapis.com").expect("constant URL parses")
+}
+fn default_cloud_identity_url() -> Url {
+    Url::parse("https://cloudidentity.googleapis.com").expect("constant URL parses")
+}
+fn default_iam_credentials_url() -> Url {
+    Url::parse("https://iamcredentials.googleapis.com").expect("constant URL parses")
+}
+fn default_token_url() -> Url {
+    Url::parse("https://oauth2.googleapis.com/token").expect("constant URL parses")
+}
+fn default_positive_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_refresh_ahead() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_stale_bound() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_entries() -> u64 {
+    100_000
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_backoff_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[cfg(test)]
+mod tests;
