@@ -132,6 +132,22 @@ class StandIn:
     def fault(self, mode: str, **extra) -> None:
         self._post("fault", {"mode": mode, **extra})
 
+    def service_account(self, email: str, delegated_scopes=(), group_admin: bool = False) -> dict:
+        """Creates a service account; returns its key file, as Google issues it."""
+        return self._post("service_account", {"email": email, "delegated_scopes": list(delegated_scopes),
+                                              "group_admin": group_admin})
+
+    def directory(self, domains: list[str], admins: list[str]) -> None:
+        self._post("directory", {"domains": domains, "admins": admins})
+
+    def group(self, group: str, members: list[str], status: dict | None = None) -> None:
+        """Replaces a group's direct members (users or groups, by email)."""
+        body = {"group": group, "members": members}
+        if status:
+            body["status"] = status
+        response = requests.put(f"{self.url}/_standin/group", json=body, timeout=5)
+        response.raise_for_status()
+
     def stats(self) -> dict:
         return requests.get(f"{self.url}/_standin/stats", timeout=5).json()
 
@@ -235,6 +251,7 @@ class Authz:
             "[resource]",
             f'url = "{s["resource_url"]}"',
             "[cache]",
+            f'allow_ttl = "{s.get("allow_ttl", "5m")}"',
             f'deny_ttl = "{s.get("deny_ttl", "10s")}"',
             f'max_entries = {s.get("cache_max_entries", 100000)}',
             "[envoy]",

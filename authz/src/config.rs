@@ -35,6 +35,9 @@ pub struct Config {
     /// Path-prefix rules choosing a policy when Envoy's route names none (`[[routes]]`).
     #[serde(default)]
     pub routes: Vec<policies::RouteConfig>,
+    /// Google group membership lookups (`[groups]`); required when a policy names groups.
+    #[serde(default)]
+    pub groups: Option<crate::groups::GroupsConfig>,
     pub resource: Resource,
     #[serde(default)]
     pub cache: Cache,
@@ -273,6 +276,23 @@ impl Config {
             }
             if let Err((key, message)) = policies::check_policy(policy) {
                 return fail(format!("policies.{name}.{key}"), message);
+            }
+            let names_groups = !policy.groups.is_empty()
+                || policy.rules.iter().any(|rule| !rule.groups.is_empty());
+            if names_groups && self.groups.is_none() {
+                return fail(
+                    format!("policies.{name}.groups"),
+                    "group membership needs a [groups] section (which Google API, which credentials)".into(),
+                );
+            }
+        }
+        if let Some(groups) = &self.groups {
+            if let Err(message) = groups.validate() {
+                let (key, message) = message
+                    .split_once(": ")
+                    .map(|(k, m)| (k.to_string(), m.to_string()))
+                    .unwrap_or_else(|| ("groups".to_string(), message.clone()));
+                return fail(key, message);
             }
         }
         if let Some(name) = &self.access.default_policy {

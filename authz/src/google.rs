@@ -4,7 +4,7 @@
 
 mod access_token;
 mod discovery;
-mod http;
+pub(crate) mod http;
 mod id_token;
 mod jwks;
 

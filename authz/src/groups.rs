@@ -210,7 +210,7 @@ impl Groups {
     /// [`Groups::new`] with the AWS variables given rather than read from the process.
     pub fn with_aws_env(config: &GroupsConfig, aws_env: AwsEnv) -> anyhow::Result<Groups> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let http = client(config.request_timeout)?;
+        let http = crate::google::http::client(config.request_timeout)?;
         let scope = match config.api {
             Api::Directory => directory::SCOPE,
             Api::CloudIdentity => cloud_identity::SCOPE,
@@ -259,18 +259,6 @@ impl Groups {
     pub fn invalidate_user(&self, email: &str) {
         self.cache.invalidate_user(email);
     }
-}
-
-/// The client for groups and credential calls: a total timeout per request and no redirects,
-/// as for every call to Google (see `google::http`).
-fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("authz/", env!("CARGO_PKG_VERSION")))
-        .build()?)
 }
 
 impl Lookup for Backend {
@@ -446,3 +434,32 @@ fn default_backoff_max() -> Duration {
 
 #[cfg(test)]
 mod tests;
+
+/// The policy's view of group membership: every error is "cannot decide" (a 503).
+impl crate::authorizer::MembershipLookup for Groups {
+    fn is_member<'a>(
+        &'a self,
+        email: &'a str,
+        group: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<crate::authorizer::GroupAnswer, crate::google::BackendError>,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            match Groups::is_member(self, email, group).await {
+                Ok(membership) => Ok(crate::authorizer::GroupAnswer {
+                    is_member: membership.is_member,
+                    stale: membership.freshness == Freshness::Stale,
+                }),
+                Err(error) => Err(crate::google::BackendError {
+                    endpoint: crate::google::Endpoint::Groups,
+                    problem: error.to_string(),
+                }),
+            }
+        })
+    }
+}

@@ -45,7 +45,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{authorizer::Authorizer, check::CheckService, config::Config, google::Google};
+use crate::{
+    authorizer::Authorizer, check::CheckService, config::Config, google::Google, groups::Groups,
+};
 
 /// Both listeners, bound before anything starts so a taken port fails the start cleanly.
 #[derive(Debug)]
@@ -78,7 +80,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let google = Google::new(&config).context("building the Google client")?;
-    let authorizer = Arc::new(Authorizer::new(&config, google.clone(), None));
+    let groups = match &config.groups {
+        Some(groups) => Some(Arc::new(
+            Groups::new(groups).context("setting up group membership lookups")?,
+        )),
+        None => None,
+    };
+    let lookup = groups
+        .clone()
+        .map(|groups| groups as Arc<dyn authorizer::MembershipLookup>);
+    let authorizer = Arc::new(Authorizer::new(&config, google.clone(), lookup));
     let background = TaskTracker::new();
     background.spawn(google.clone().run(shutdown.child_token()));
 
@@ -105,7 +116,7 @@ pub async fn run(
         .add_service(check)
         .serve_with_incoming_shutdown(incoming, grpc_shutdown);
 
-    let http = axum::serve(listeners.http, health::router(google))
+    let http = axum::serve(listeners.http, health::router(google, groups))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
     let (grpc, http) = tokio::join!(grpc, async { http.await });
