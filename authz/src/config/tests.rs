@@ -193,3 +193,84 @@ fn policy_fingerprint_changes_with_policy_inputs() {
     assert_ne!(a.policy_fingerprint(), b.policy_fingerprint());
     assert_eq!(a.policy_fingerprint(), c.policy_fingerprint());
 }
+
+#[test]
+fn policy_references_are_checked_at_start_up() {
+    let with = |extra: &str| load_err(Some(&format!("{MINIMAL}{extra}")), &[]);
+    assert_eq!(
+        with("[[routes]]\nprefix = \"/grafana\"\npolicy = \"grafana\"\n"),
+        r#"config: routes[0].policy: no policy named "grafana" is defined"#
+    );
+    assert_eq!(
+        with("[policies.grafana]\n[[routes]]\nprefix = \"grafana\"\npolicy = \"grafana\"\n"),
+        r#"config: routes[0].prefix: "grafana" must be a path starting with '/'"#
+    );
+    assert!(
+        with("[policies.team]\ngroups = [\"team@example.com\"]\n")
+            .starts_with("config: policies.team.groups: group membership needs a [groups] section")
+    );
+    assert_eq!(
+        with("[policies.team]\ngroups = [\"not an email\"]\n"),
+        r#"config: policies.team.groups: "not an email" is not an email address"#
+    );
+    assert_eq!(
+        with("[policies.team]\nrequire = \"most\"\n")
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .trim(),
+        "policies.team.require"
+    );
+    let missing = with("[[policies.team.rules]]\ntools = [\"delete_*\"]\n");
+    assert!(
+        missing.starts_with("config: policies.team.rules[0]:") && missing.contains("methods"),
+        "{missing}"
+    );
+    assert_eq!(
+        with(
+            "[[policies.team.rules]]\nmethods = [\"tools/call\"]\ndeny = true\nallow_users = [\"a@example.com\"]\n"
+        ),
+        "config: policies.team.rules[0].deny: a deny rule cannot also list groups or allow_users"
+    );
+    assert_eq!(
+        with("[policies.\"bad name\"]\n"),
+        r#"config: policies.bad name: "bad name" must be 1-64 characters of letters, digits, '-', '_' or '.'"#
+    );
+    let default = load_err(
+        Some(&MINIMAL.replace(
+            "domains = [\"example.com\"]",
+            "domains = [\"example.com\"]\ndefault_policy = \"staff\"",
+        )),
+        &[],
+    );
+    assert_eq!(
+        default,
+        r#"config: access.default_policy: no policy named "staff" is defined"#
+    );
+}
+
+#[test]
+fn policies_can_come_from_the_environment() {
+    let config = Config::load(
+        Some(MINIMAL),
+        env(&[
+            (
+                "AUTHZ_POLICIES__DOCS__ALLOW_USERS",
+                "a@example.com, b@example.com",
+            ),
+            (
+                "AUTHZ_POLICIES__DOCS__RULES",
+                r#"[{methods = ["tools/call"], tools = ["delete_*"], deny = true}]"#,
+            ),
+            ("AUTHZ_ROUTES", r#"[{prefix = "/docs", policy = "docs"}]"#),
+        ]),
+    )
+    .unwrap();
+    let docs = &config.policies["docs"];
+    assert_eq!(docs.allow_users, ["a@example.com", "b@example.com"]);
+    assert!(docs.rules[0].deny);
+    assert_eq!(config.routes[0].policy, "docs");
+    // The fingerprint covers policies: changing one changes every cache key.
+    let other = Config::load(Some(MINIMAL), env(&[])).unwrap();
+    assert_ne!(config.policy_fingerprint(), other.policy_fingerprint());
+}

@@ -326,9 +326,9 @@ fn selection_order() {
     let set = PolicySet::from_config(&config(
         r#"
 [policies.grafana]
-groups = ["platform@example.com"]
+allow_users = ["ada@example.com"]
 [policies.admin]
-groups = ["admins@example.com"]
+allow_users = ["root@example.com"]
 [[routes]]
 prefix = "/grafana"
 policy = "grafana"
@@ -370,7 +370,7 @@ default_policy = "staff"
 [resource]
 url = "https://mcp.example.com/mcp"
 [policies.staff]
-groups = ["staff@example.com"]
+allow_users = ["staff@example.com"]
 "#;
     let set = PolicySet::from_config(&Config::load(Some(text), []).expect("valid"));
     assert_eq!(

@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod groups;
+mod policies;
 mod shutdown;
 mod verification;
