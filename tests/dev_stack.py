@@ -5,7 +5,7 @@ import pathlib
 import signal
 import tempfile
 
-from stack import Stack, free_port
+from stack import ADA, BOB, GRACE, Stack, demo_workspace, free_port
 
 
 def main():
@@ -14,16 +14,21 @@ def main():
     args = parser.parse_args()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="authz-dev-"))
     port = args.port
+    options = dict(upstream="mcp", before_authz=demo_workspace(workdir))
     try:
-        stack = Stack(workdir, envoy_port=port)
+        stack = Stack(workdir, envoy_port=port, **options)
     except OSError:
         port = free_port()
-        stack = Stack(workdir, envoy_port=port)
+        stack = Stack(workdir, envoy_port=port, **options)
     try:
         id_token = stack.standin.id_token()
         access_token = stack.standin.access_token()
         consumer = stack.standin.access_token(hd=None, sub="999", email="someone@example.com")
+        ada, grace, bob = (stack.standin.id_token(email=e, sub=str(i)) for i, e in enumerate((ADA, GRACE, BOB), 1))
         cert = stack.envoy.cert
+        mcp = (f"curl -s --cacert {cert} -H 'content-type: application/json' "
+               "-H 'accept: application/json, text/event-stream'")
+        call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"%s","arguments":%s}}'
         print(f"""
 authz local stack is up (logs and config in {workdir})
   Envoy (TLS)      https://localhost:{port}/mcp     admin http://127.0.0.1:{stack.envoy.admin_port}
@@ -33,14 +38,28 @@ authz local stack is up (logs and config in {workdir})
 No token -> 401 with the resource_metadata challenge:
   curl -si --cacert {cert} https://localhost:{port}/mcp
 
-A Workspace ID token -> 200; the upstream echoes the identity headers it received:
-  curl -s --cacert {cert} -H 'Authorization: Bearer {id_token}' https://localhost:{port}/mcp
+The MCP server (the official Python SDK) at /mcp, default policy (any Workspace account).
+A Workspace ID token -> 200; the whoami tool shows the identity headers authz set:
+  {mcp} -H 'Authorization: Bearer {id_token}' -d '{call % ("whoami", "{}")}' https://localhost:{port}/mcp
 
 A Workspace access token -> 200:
-  curl -s --cacert {cert} -H 'Authorization: Bearer {access_token}' https://localhost:{port}/mcp
+  {mcp} -H 'Authorization: Bearer {access_token}' -d '{call % ("list_dashboards", "{}")}' https://localhost:{port}/mcp
 
 A consumer account whose email looks like the company's (no hd) -> 403:
-  curl -si --cacert {cert} -H 'Authorization: Bearer {consumer}' https://localhost:{port}/mcp
+  {mcp} -i -H 'Authorization: Bearer {consumer}' -d '{call % ("whoami", "{}")}' https://localhost:{port}/mcp
+
+Group policies (stand-in Workspace: platform@ = ada + sre@; sre@ = grace; bob in neither).
+/grafana/mcp needs platform@, and delete_* tools need sre@:
+  ada lists dashboards -> 200
+  {mcp} -H 'Authorization: Bearer {ada}' -d '{call % ("list_dashboards", "{}")}' https://localhost:{port}/grafana/mcp
+  ada deletes one -> 403 insufficient_scope (policy grafana, rule destructive)
+  {mcp} -i -H 'Authorization: Bearer {ada}' -d '{call % ("delete_dashboard", '{"name":"latency"}')}' https://localhost:{port}/grafana/mcp
+  grace deletes one -> 200
+  {mcp} -H 'Authorization: Bearer {grace}' -d '{call % ("delete_dashboard", '{"name":"latency"}')}' https://localhost:{port}/grafana/mcp
+  bob -> 403
+  {mcp} -i -H 'Authorization: Bearer {bob}' -d '{call % ("list_dashboards", "{}")}' https://localhost:{port}/grafana/mcp
+/sre/mcp (Envoy's route names policy sre) admits grace only.
+Change a group while it runs: curl -X PUT {stack.standin.url}/_standin/group -d '{{"group":"sre@example.com","members":[]}}' -H 'content-type: application/json'
 
 Audit log: {stack.authz.process.log_path}
 Ctrl-C to stop.""", flush=True)

@@ -27,6 +27,32 @@ TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "re
 CLIENT_ID = "test-client.apps.googleusercontent.com"
 DOMAIN = "example.com"
 
+# The demo Workspace: groups platform@ = {ada, sre@ (nested)} and sre@ = {grace}; bob is in none.
+ADMIN = f"admin@{DOMAIN}"
+SERVICE_ACCOUNT = "authz-groups@project.iam.gserviceaccount.com"
+DIRECTORY_SCOPE = "https://www.googleapis.com/auth/admin.directory.group.member.readonly"
+PLATFORM, SRE = f"platform@{DOMAIN}", f"sre@{DOMAIN}"
+ADA, GRACE, BOB = f"ada@{DOMAIN}", f"grace@{DOMAIN}", f"bob@{DOMAIN}"
+
+# Its policies: /grafana/... (chosen by authz's [[routes]]) is for platform@, and only sre@ may
+# call delete_* tools there; /sre/... (named by Envoy's route) is for sre@ only.
+DEMO_POLICIES = """
+[policies.grafana]
+groups = ["{platform}"]
+[[policies.grafana.rules]]
+name = "destructive"
+methods = ["tools/call"]
+tools = ["delete_*"]
+groups = ["{sre}"]
+
+[policies.sre]
+groups = ["{sre}"]
+
+[[routes]]
+prefix = "/grafana"
+policy = "grafana"
+""".format(platform=PLATFORM, sre=SRE)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -153,6 +179,32 @@ class StandIn:
 
     def reset_stats(self) -> None:
         requests.post(f"{self.url}/_standin/stats/reset", timeout=5).raise_for_status()
+
+
+def set_demo_groups(standin: "StandIn") -> None:
+    standin.group(PLATFORM, [ADA, SRE])
+    standin.group(SRE, [GRACE])
+
+
+def demo_workspace(workdir: pathlib.Path, timings: dict | None = None):
+    """A `before_authz` hook for Stack: sets up the demo Workspace at the stand-in (directory,
+    a service account with domain-wide delegation, groups) and returns authz settings with the
+    [groups] section and the demo policies. `timings` overrides [groups] keys (TTLs, bounds)."""
+
+    def before_authz(standin: "StandIn") -> dict:
+        standin.directory([DOMAIN], [ADMIN])
+        key = standin.service_account(SERVICE_ACCOUNT, delegated_scopes=[DIRECTORY_SCOPE])
+        key_path = workdir / "service-account.json"
+        key_path.write_text(json.dumps(key))
+        set_demo_groups(standin)
+        lines = ["[groups]", 'api = "directory"', f'directory_url = "{standin.url}"',
+                 f'token_url = "{standin.url}/token"']
+        lines += [f'{k} = "{v}"' for k, v in (timings or {}).items()]
+        lines += ["[groups.credentials]", 'kind = "service-account-key"', f'file = "{key_path}"',
+                  f'subject = "{ADMIN}"']
+        return {"extra_config": "\n".join(lines) + "\n" + DEMO_POLICIES}
+
+    return before_authz
 
 
 class EchoUpstream:

@@ -24,66 +24,17 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from stack import DOMAIN, Stack, wait_until
-
-ADMIN = f"admin@{DOMAIN}"
-SERVICE_ACCOUNT = "authz-groups@project.iam.gserviceaccount.com"
-DIRECTORY_SCOPE = "https://www.googleapis.com/auth/admin.directory.group.member.readonly"
-PLATFORM, SRE = f"platform@{DOMAIN}", f"sre@{DOMAIN}"
-ADA, GRACE, BOB = f"ada@{DOMAIN}", f"grace@{DOMAIN}", f"bob@{DOMAIN}"
+from stack import ADA, BOB, DOMAIN, GRACE, PLATFORM, SRE, Stack, demo_workspace, set_demo_groups, wait_until
 
 # Short lifetimes so that changes and outages play out within a test.
 POSITIVE_TTL, ALLOW_TTL, STALE_BOUND = 2, 1, 4
-
-POLICIES = f"""
-[groups]
-api = "directory"
-positive_ttl = "{POSITIVE_TTL}s"
-negative_ttl = "{POSITIVE_TTL}s"
-refresh_ahead = "0s"
-stale_bound = "{STALE_BOUND}s"
-request_timeout = "300ms"
-backoff_initial = "200ms"
-backoff_max = "1s"
-[groups.credentials]
-kind = "service-account-key"
-subject = "{ADMIN}"
-
-[policies.grafana]
-groups = ["{PLATFORM}"]
-[[policies.grafana.rules]]
-name = "destructive"
-methods = ["tools/call"]
-tools = ["delete_*"]
-groups = ["{SRE}"]
-
-[policies.sre]
-groups = ["{SRE}"]
-
-[[routes]]
-prefix = "/grafana"
-policy = "grafana"
-"""
+TIMINGS = {"positive_ttl": f"{POSITIVE_TTL}s", "negative_ttl": f"{POSITIVE_TTL}s", "refresh_ahead": "0s",
+           "stale_bound": f"{STALE_BOUND}s", "request_timeout": "300ms",
+           "backoff_initial": "200ms", "backoff_max": "1s"}
 
 
 def setup_google(workdir):
-    def before_authz(standin):
-        standin.directory([DOMAIN], [ADMIN])
-        key = standin.service_account(SERVICE_ACCOUNT, delegated_scopes=[DIRECTORY_SCOPE])
-        key_path = workdir / "service-account.json"
-        key_path.write_text(json.dumps(key))
-        set_groups(standin)
-        urls = (f'directory_url = "{standin.url}"\n'
-                f'token_url = "{standin.url}/token"\n')
-        extra = POLICIES.replace("[groups]\n", "[groups]\n" + urls).replace(
-            "[groups.credentials]\n", f'[groups.credentials]\nfile = "{key_path}"\n')
-        return {"extra_config": extra}
-    return before_authz
-
-
-def set_groups(standin):
-    standin.group(PLATFORM, [ADA, SRE])
-    standin.group(SRE, [GRACE])
+    return demo_workspace(workdir, TIMINGS)
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +231,7 @@ def test_removing_a_user_from_the_group_takes_effect_within_the_ttl(stack):
                    timeout=POSITIVE_TTL + ALLOW_TTL + 5, what="removal to take effect")
         assert time.monotonic() - removed <= POSITIVE_TTL + ALLOW_TTL + 2
     finally:
-        set_groups(stack.standin)
+        set_demo_groups(stack.standin)
 
 
 def test_google_outage_within_and_beyond_the_stale_bound(stack):
