@@ -5,9 +5,13 @@
 //!   Google stand-in (see `BENCHMARKS.md`).
 //! - `bench-envoy`: end to end through a real Envoy: our ext_authz against Envoy's `jwt_authn`
 //!   and no auth (see `BENCHMARKS.md`).
+//! - `bench-policy`: `Check` with named policies, Google group membership (Directory API via the
+//!   stand-in) and per-tool rules: warm throughput and latency, and Google calls per request
+//!   (see `BENCHMARKS.md`).
 
 mod bench;
 mod bench_envoy;
+mod bench_policy;
 
 use std::process::ExitCode;
 
@@ -28,6 +32,10 @@ enum Command {
     /// Benchmark end to end through Envoy: no auth, jwt_authn and ext_authz (authz), same
     /// tokens, fixed rates (build authz first; Envoy from scripts/python-env).
     BenchEnvoy(bench_envoy::Args),
+    /// Benchmark Check with policies and Google groups (Directory API on the stand-in): warm
+    /// checks/s and latency, Google calls per 1000 requests (build first with
+    /// `cargo build --release -p authz -p standin -p xtask`).
+    BenchPolicy(bench_policy::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +43,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::BenchCheck(args) => bench::main(args),
         Command::BenchEnvoy(args) => bench_envoy::main(args),
+        Command::BenchPolicy(args) => bench_policy::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
