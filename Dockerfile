@@ -1,6 +1,5 @@
-# syntax=docker/dockerfile:1
-# The authz image: a static-ish Rust binary on a distroless-like base, running as uid 65532, with
-# no shell. Two ways to build it:
+# The authz image: the Rust binary (linked against glibc only) on a distroless-like base, running
+# as uid 65532, with no shell. Two ways to build it:
 #
 #   docker build -t authz .                      # from source, in a Rust builder image
 #   docker build --target authz-prebuilt -t authz:local \
@@ -25,11 +24,10 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/authz"]
 
-FROM scratch AS prebuilt
-COPY target/release/authz /authz
-
+# The binary built on the host by `cargo build --release` (glibc: run it on a base made from the
+# same machine's libraries, as scripts/build-images does).
 FROM runtime AS authz-prebuilt
-COPY --from=prebuilt /authz /usr/local/bin/authz
+COPY target/release/authz /usr/local/bin/authz
 
 FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
