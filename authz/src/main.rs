@@ -1,9 +1,9 @@
 //! The `authz` binary: parse arguments, load the config, run until SIGTERM, drain, exit.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use authz::{Listeners, config::Config};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 /// Envoy ext_authz service for MCP servers behind Google Workspace sign-in.
@@ -16,6 +16,21 @@ struct Args {
     /// Validate the config, print "config ok" and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// GET a readiness URL and exit 0 if it answers 200, 1 otherwise (for container health
+    /// checks: the images have no shell and no curl). Reads no config.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9192/readyz")]
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -23,6 +38,9 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Healthcheck { url, timeout }) = &args.command {
+        return healthcheck(url, *timeout);
+    }
     let text = match &args.config {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => Some(text),
@@ -57,6 +75,34 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
             eprintln!("authz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
+    let probe = async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        client.get(url).send().await?.error_for_status()
+    };
+    let result = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(probe),
+        Err(e) => {
+            eprintln!("healthcheck: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("healthcheck: {url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("healthcheck: {url}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,73 @@
+"""The Envoy configs that are not run by the end-to-end tests: validated by the real Envoy binary.
+
+envoy/compose.yaml (the compose stack) must also stay envoy/local.yaml with the compose names
+filled in, so that what the end-to-end tests prove about local.yaml holds for compose too.
+"""
+
+import json
+import re
+import string
+import subprocess
+
+from stack import ROOT, envoy_binary, self_signed_cert
+
+COMPOSE_VALUES = {
+    "ADMIN_PORT": 9901, "LISTEN_ADDRESS": "0.0.0.0", "LISTEN_PORT": 8443,
+    "TLS_CERT": "/etc/envoy/tls/tls.crt", "TLS_KEY": "/etc/envoy/tls/tls.key",
+    "AUTHZ_HOST": "authz", "AUTHZ_GRPC_PORT": 9191, "AUTHZ_HTTP_PORT": 9192,
+    "UPSTREAM_HOST": "mcp", "UPSTREAM_PORT": 8000,
+}
+
+
+def validate(config_text: str, workdir) -> subprocess.CompletedProcess:
+    path = workdir / "envoy.yaml"
+    path.write_text(config_text)
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_compose_config_is_local_yaml_with_compose_names():
+    local = string.Template((ROOT / "envoy" / "local.yaml").read_text()).substitute(COMPOSE_VALUES)
+    compose = (ROOT / "envoy" / "compose.yaml").read_text()
+    # Only the header comments differ; regenerate compose.yaml from local.yaml when this fails.
+    assert compose[compose.index("\nadmin:"):] == local[local.index("\nadmin:"):]
+
+
+def test_compose_config_is_valid(tmp_path):
+    cert, key = self_signed_cert(tmp_path)  # Envoy loads the files it names, so point at real ones
+    text = (ROOT / "envoy" / "compose.yaml").read_text()
+    text = text.replace("/etc/envoy/tls/tls.crt", str(cert)).replace("/etc/envoy/tls/tls.key", str(key))
+    result = validate(text, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mesh_snippet_is_valid(tmp_path):
+    result = validate((ROOT / "envoy" / "mesh-snippet.yaml").read_text(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mesh_snippet_keeps_the_settings_that_matter():
+    text = (ROOT / "envoy" / "mesh-snippet.yaml").read_text()
+    settings = [line.split("#")[0].strip() for line in text.splitlines()]
+    for setting in ["failure_mode_allow: false", "status_on_error: { code: ServiceUnavailable }",
+                    "- { exact: authorization, ignore_case: true }", "clear_route_cache: false",
+                    "common_lb_config: { healthy_panic_threshold: { value: 0 } }"]:
+        assert setting in settings, setting
+    # ext_authz before the router, and switched off for OAuth discovery.
+    assert text.index("name: envoy.filters.http.ext_authz\n") < text.index("name: envoy.filters.http.router")
+    assert re.search(r'prefix: "/\.well-known/".*?disabled: true', text, re.S)
+
+
+def test_ecs_task_definition_wires_the_sidecar():
+    task = json.loads((ROOT / "envoy" / "ecs-task-definition.json").read_text())
+    containers = {c["name"]: c for c in task["containerDefinitions"]}
+    authz, envoy = containers["authz"], containers["envoy"]
+    assert authz["healthCheck"]["command"][:2] == ["CMD", "/usr/local/bin/authz"]
+    assert "healthcheck" in authz["healthCheck"]["command"]
+    assert {"containerName": "authz", "condition": "HEALTHY"} in envoy["dependsOn"]
+    for container in containers.values():
+        assert container["readonlyRootFilesystem"] is True, container["name"]
+        assert container["user"] not in ("0", "root", "0:0"), container["name"]
+    assert {s["name"] for s in authz["secrets"]} >= {"AUTHZ_GOOGLE__CLIENT_IDS"}
