@@ -25,6 +25,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// The variants name the subcommands (`bench-check`, ...).
+#[allow(clippy::enum_variant_names)]
 enum Command {
     /// Benchmark ext_authz Check on target/release/authz (build it first with
     /// `cargo build --release -p authz -p standin`).
