@@ -9,6 +9,7 @@ use crate::{
     config::Config,
     credentials::{self, Credential},
     google::{BackendError, Google, VerifyError},
+    metrics::{CacheName, CacheResult, Metrics},
     policy::{
         self, Forbidden, McpCall, Memberships, Policy, PolicySet, Refusal, Step, UnknownPolicy,
     },
@@ -94,6 +95,8 @@ pub struct Authorizer {
     policies: PolicySet,
     groups: Option<Arc<dyn MembershipLookup>>,
     fingerprint: [u8; 32],
+    /// The Google client's, so one registry sees the whole authorization.
+    metrics: Arc<Metrics>,
 }
 
 impl Authorizer {
@@ -106,6 +109,7 @@ impl Authorizer {
             allow: config.cache.allow_ttl,
             deny: config.cache.deny_ttl,
         };
+        let metrics = google.metrics().clone();
         Authorizer {
             google,
             identities: IdentityCache::new(config.cache.max_entries, lifetimes),
@@ -113,6 +117,7 @@ impl Authorizer {
             policies: PolicySet::from_config(config),
             groups,
             fingerprint: config.policy_fingerprint(),
+            metrics,
         }
     }
 
@@ -126,6 +131,10 @@ impl Authorizer {
 
     pub fn identities(&self) -> &IdentityCache {
         &self.identities
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Decides one request. `Err` means we could not decide (Google unavailable): the caller
@@ -275,7 +284,13 @@ impl Authorizer {
     async fn identity(&self, credential: Credential<'_>) -> Result<Identity, BackendError> {
         let key = cache::key(credential.token(), &[b"identity", &self.fingerprint]);
         let lookup = self.identities.get_or_verify(key, self.verify(credential));
-        let (identity, hit) = lookup.await.map_err(|shared| (*shared).clone())?;
+        let looked_up = lookup.await;
+        let result = match looked_up {
+            Ok((_, true)) => CacheResult::Hit,
+            _ => CacheResult::Miss,
+        };
+        self.metrics.cache(CacheName::Identity, result);
+        let (identity, hit) = looked_up.map_err(|shared| (*shared).clone())?;
         if hit && identity.as_ref().is_ok_and(|p| p.expires_at <= unix_now()) {
             // As for verdicts: never trust a cached identity past its token's `exp`.
             self.identities.invalidate(&key).await;

@@ -97,11 +97,15 @@ impl Authorization for CheckService {
         };
         match self.authorizer.authorize(facts).await {
             Ok(decision) => {
-                audit::decision(request_id, &decision, started.elapsed());
+                let latency = started.elapsed();
+                audit::decision(request_id, &decision, latency);
+                self.authorizer.metrics().decision(&decision, latency);
                 Ok(Response::new(self.responses.render(&decision)))
             }
             Err(error) => {
-                audit::outage(request_id, &error, started.elapsed());
+                let latency = started.elapsed();
+                audit::outage(request_id, &error, latency);
+                self.authorizer.metrics().outage(&error, latency);
                 self.responses.outage(&error).map(Response::new)
             }
         }

@@ -16,7 +16,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::{config::Config, credentials::Credential, principal::Principal};
+use crate::{config::Config, credentials::Credential, metrics::Metrics, principal::Principal};
 
 pub use jwks::Jwks;
 
@@ -134,6 +134,7 @@ pub struct Google {
     issuer: String,
     jwks_refetch_interval: Duration,
     jwks_default_refresh: Duration,
+    metrics: Arc<Metrics>,
     /// Set once by the background task when discovery succeeds.
     discovered: OnceLock<Discovered>,
 }
@@ -145,7 +146,13 @@ struct Discovered {
 }
 
 impl Google {
+    /// A client recording into a registry of its own (nobody scrapes it).
     pub fn new(config: &Config) -> anyhow::Result<Arc<Google>> {
+        Google::with_metrics(config, Arc::default())
+    }
+
+    /// A client recording its calls to Google into `metrics`.
+    pub fn with_metrics(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Google>> {
         Ok(Arc::new(Google {
             http: http::client(config.google.request_timeout)?,
             settings: Settings {
@@ -157,8 +164,14 @@ impl Google {
             issuer: config.google.issuer.clone(),
             jwks_refetch_interval: config.google.jwks_refetch_interval,
             jwks_default_refresh: config.google.jwks_default_refresh,
+            metrics,
             discovered: OnceLock::new(),
         }))
+    }
+
+    /// Where this client and the authorizer built on it record.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Ready means: discovery done and a JWKS with at least one usable key loaded.
@@ -177,8 +190,8 @@ impl Google {
                 id_token::verify(token, &discovered.jwks, &self.settings).await
             }
             Credential::Opaque(token) => {
-                access_token::verify(token, &self.http, &self.settings, &discovered.userinfo_url)
-                    .await
+                let http = (&self.http, &*self.metrics);
+                access_token::verify(token, http, &self.settings, &discovered.userinfo_url).await
             }
         }
     }
@@ -187,7 +200,7 @@ impl Google {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Backoff::new();
         let discovered = loop {
-            match discovery::discover(&self.http, &self.issuer).await {
+            match discovery::discover(&self.http, &self.issuer, &self.metrics).await {
                 Ok(found) => break found,
                 Err(error) => {
                     tracing::warn!(%error, "OpenID discovery failed; retrying");
@@ -203,6 +216,7 @@ impl Google {
             discovered.jwks_uri,
             self.jwks_refetch_interval,
             self.jwks_default_refresh,
+            self.metrics.clone(),
         );
         let _ = self.discovered.set(Discovered {
             jwks,

@@ -20,7 +20,10 @@ use std::{sync::Arc, time::Duration};
 use serde::Deserialize;
 use url::Url;
 
-use crate::service_auth::{AuthError, AwsEnv, Endpoints, ServiceAuth};
+use crate::{
+    metrics::{CacheName, CacheResult, Metrics},
+    service_auth::{AuthError, AwsEnv, Endpoints, ServiceAuth},
+};
 
 pub use crate::service_auth::CredentialsConfig;
 
@@ -96,6 +99,7 @@ pub enum Api {
 pub struct Groups {
     cache: Arc<MembershipCache<Backend>>,
     auth: Arc<ServiceAuth>,
+    metrics: Arc<Metrics>,
 }
 
 /// A decision about one (user, group) pair.
@@ -209,6 +213,19 @@ impl Groups {
 
     /// [`Groups::new`] with the AWS variables given rather than read from the process.
     pub fn with_aws_env(config: &GroupsConfig, aws_env: AwsEnv) -> anyhow::Result<Groups> {
+        Groups::build(config, aws_env, Arc::default())
+    }
+
+    /// [`Groups::new`], recording cache use and calls to Google into `metrics`.
+    pub fn with_metrics(config: &GroupsConfig, metrics: Arc<Metrics>) -> anyhow::Result<Groups> {
+        Groups::build(config, AwsEnv::from_process(), metrics)
+    }
+
+    fn build(
+        config: &GroupsConfig,
+        aws_env: AwsEnv,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Groups> {
         config.validate().map_err(anyhow::Error::msg)?;
         let http = crate::google::http::client(config.request_timeout)?;
         let scope = match config.api {
@@ -225,29 +242,51 @@ impl Groups {
             scope,
             aws_env,
             http.clone(),
+            metrics.clone(),
         )?);
         let backend = match config.api {
             Api::Directory => Backend::Directory(directory::Directory::new(
                 http,
                 config.directory_url.clone(),
                 auth.clone(),
+                metrics.clone(),
             )),
             Api::CloudIdentity => Backend::CloudIdentity(cloud_identity::CloudIdentity::new(
                 http,
                 config.cloud_identity_url.clone(),
                 auth.clone(),
+                metrics.clone(),
             )),
         };
         Ok(Groups {
             cache: Arc::new(MembershipCache::new(backend, config.settings())),
             auth,
+            metrics,
         })
     }
 
     /// Is `email` a member of `group` (a group email), directly or through nested groups?
     /// Case-insensitive in both. `Err` means no decision could be made (answer 503).
     pub async fn is_member(&self, email: &str, group: &str) -> Result<Membership, GroupsError> {
-        self.cache.is_member(email, group).await
+        let answer = self.cache.is_member(email, group).await;
+        let result = match &answer {
+            Ok(Membership {
+                freshness: Freshness::Cached,
+                ..
+            }) => CacheResult::Hit,
+            Ok(Membership {
+                freshness: Freshness::Stale,
+                ..
+            }) => CacheResult::Stale,
+            Ok(_) | Err(_) => CacheResult::Miss,
+        };
+        self.metrics.cache(CacheName::Membership, result);
+        answer
+    }
+
+    /// Cached membership answers (approximate), for metrics.
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.cached_entries()
     }
 
     /// For `/readyz`: can we get a Google API access token right now? A cached one counts.

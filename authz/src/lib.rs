@@ -17,6 +17,7 @@
 //! - [`check`]: the Envoy boundary (gRPC `Check`); the only module that touches envoy-types.
 //! - [`audit`]: one structured event per decision.
 //! - [`health`]: `/healthz` and `/readyz`.
+//! - [`metrics`]: Prometheus metrics, served at `/metrics` on the HTTP listener.
 //! - [`telemetry`]: log setup.
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments and waits for a signal.
@@ -30,6 +31,7 @@ pub mod credentials;
 pub mod google;
 pub mod groups;
 pub mod health;
+pub mod metrics;
 pub mod policy;
 pub mod principal;
 pub mod service_auth;
@@ -79,10 +81,13 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let google = Google::new(&config).context("building the Google client")?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let google =
+        Google::with_metrics(&config, metrics.clone()).context("building the Google client")?;
     let groups = match &config.groups {
         Some(groups) => Some(Arc::new(
-            Groups::new(groups).context("setting up group membership lookups")?,
+            Groups::with_metrics(groups, metrics.clone())
+                .context("setting up group membership lookups")?,
         )),
         None => None,
     };
@@ -101,6 +106,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let scrape = metrics::router(metrics, authorizer.clone(), groups.clone());
     let check = AuthorizationServer::new(CheckService::new(&config, authorizer));
     let grpc_shutdown = {
         let (shutdown, reporter) = (shutdown.clone(), reporter.clone());
@@ -116,7 +122,7 @@ pub async fn run(
         .add_service(check)
         .serve_with_incoming_shutdown(incoming, grpc_shutdown);
 
-    let http = axum::serve(listeners.http, health::router(google, groups))
+    let http = axum::serve(listeners.http, health::router(google, groups).merge(scrape))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
     let (grpc, http) = tokio::join!(grpc, async { http.await });

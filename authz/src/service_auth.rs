@@ -19,7 +19,11 @@ mod aws;
 mod external;
 mod key_file;
 
-use std::{path::PathBuf, sync::Mutex, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use reqwest::StatusCode;
@@ -27,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::principal::unix_now;
+use crate::{
+    metrics::{GoogleEndpoint, Metrics, Outcome},
+    principal::unix_now,
+};
 
 pub use aws::AwsEnv;
 
@@ -102,6 +109,7 @@ pub struct ServiceAuth {
     cache: Mutex<CacheState>,
     /// Held by the one caller that refreshes; the others wait on it and then read the cache.
     refresh: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
@@ -158,6 +166,7 @@ impl ServiceAuth {
         scope: &str,
         aws_env: AwsEnv,
         http: reqwest::Client,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<ServiceAuth> {
         let (flow, subject) = match config {
             CredentialsConfig::ServiceAccountKey { file, subject } => {
@@ -192,6 +201,7 @@ impl ServiceAuth {
             subject,
             cache: Mutex::default(),
             refresh: tokio::sync::Mutex::new(()),
+            metrics,
         })
     }
 
@@ -219,7 +229,15 @@ impl ServiceAuth {
                 return Err(error.clone());
             }
         }
-        match self.fetch().await {
+        let started = std::time::Instant::now();
+        let fetched = self.fetch().await;
+        let outcome = match &fetched {
+            Ok(_) => Outcome::Ok,
+            Err(error) if error.rejected => Outcome::Rejected,
+            Err(_) => Outcome::Error,
+        };
+        (self.metrics).google(GoogleEndpoint::ServiceToken, outcome, started.elapsed());
+        match fetched {
             Ok(fresh) => {
                 let now = Instant::now();
                 let early = REFRESH_EARLY.min(fresh.expires_in / 2);

@@ -8,7 +8,13 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use super::{BackendError, Endpoint, Settings, TokenError, VerifyError};
-use crate::principal::{Principal, TokenSource, unix_now};
+use crate::{
+    metrics::{GoogleEndpoint, Metrics},
+    principal::{Principal, TokenSource, unix_now},
+};
+
+/// The HTTP client and where its calls are recorded.
+type Http<'a> = (&'a reqwest::Client, &'a Metrics);
 
 /// tokeninfo's answer. Google sends numbers and booleans as strings (`"3599"`, `"true"`).
 #[derive(Deserialize)]
@@ -33,7 +39,7 @@ struct UserInfo {
 
 pub async fn verify(
     token: &str,
-    http: &reqwest::Client,
+    http: Http<'_>,
     settings: &Settings,
     userinfo_url: &Url,
 ) -> Result<Principal, VerifyError> {
@@ -88,13 +94,15 @@ pub async fn verify(
 /// POST, not GET: a token in a URL ends up in access logs along the way.
 async fn tokeninfo(
     token: &str,
-    http: &reqwest::Client,
+    (http, metrics): Http<'_>,
     url: &Url,
 ) -> Result<TokenInfo, VerifyError> {
-    let response = http
+    let send = http
         .post(url.clone())
         .form(&[("access_token", token)])
-        .send()
+        .send();
+    let response = metrics
+        .google_http(GoogleEndpoint::Tokeninfo, send)
         .await
         .map_err(|e| unreachable(Endpoint::Tokeninfo, &e))?;
     match response.status() {
@@ -108,11 +116,14 @@ async fn tokeninfo(
     }
 }
 
-async fn userinfo(token: &str, http: &reqwest::Client, url: &Url) -> Result<UserInfo, VerifyError> {
-    let response = http
-        .get(url.clone())
-        .bearer_auth(token)
-        .send()
+async fn userinfo(
+    token: &str,
+    (http, metrics): Http<'_>,
+    url: &Url,
+) -> Result<UserInfo, VerifyError> {
+    let send = http.get(url.clone()).bearer_auth(token).send();
+    let response = metrics
+        .google_http(GoogleEndpoint::Userinfo, send)
         .await
         .map_err(|e| unreachable(Endpoint::Userinfo, &e))?;
     match response.status() {

@@ -5,6 +5,7 @@ use openidconnect::{IssuerUrl, core::CoreProviderMetadata};
 use url::Url;
 
 use super::{BackendError, Endpoint};
+use crate::metrics::{GoogleEndpoint, Metrics, Outcome};
 
 /// What we take from the discovery document.
 #[derive(Debug)]
@@ -13,15 +14,26 @@ pub struct Found {
     pub userinfo_url: Url,
 }
 
-pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Found, BackendError> {
+pub async fn discover(
+    http: &reqwest::Client,
+    issuer: &str,
+    metrics: &Metrics,
+) -> Result<Found, BackendError> {
     let fail = |problem: String| BackendError {
         endpoint: Endpoint::Discovery,
         problem,
     };
     let issuer = IssuerUrl::new(issuer.to_string()).map_err(|e| fail(e.to_string()))?;
-    let metadata = CoreProviderMetadata::discover_async(issuer, http)
-        .await
-        .map_err(|e| fail(error_chain(&e)))?;
+    // `openidconnect` makes the request, so only the whole exchange can be timed.
+    let started = std::time::Instant::now();
+    let metadata = CoreProviderMetadata::discover_async(issuer, http).await;
+    let outcome = if metadata.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Error
+    };
+    metrics.google(GoogleEndpoint::Discovery, outcome, started.elapsed());
+    let metadata = metadata.map_err(|e| fail(error_chain(&e)))?;
     let userinfo = metadata
         .userinfo_endpoint()
         .ok_or_else(|| fail("discovery document has no userinfo_endpoint".into()))?;

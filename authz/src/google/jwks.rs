@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::{BackendError, Backoff, Endpoint};
+use crate::metrics::{GoogleEndpoint, JwksTrigger, Metrics};
 
 /// Never refresh more often than this, whatever `max-age` says (and never more often than the
 /// unknown-`kid` refetch interval either).
@@ -29,6 +30,7 @@ pub struct Jwks {
     url: Url,
     refetch_interval: Duration,
     default_refresh: Duration,
+    metrics: Arc<Metrics>,
     /// A std lock: held only to clone an `Arc`, never across an await.
     current: RwLock<Arc<KeySet>>,
     /// Serializes fetches and remembers the last attempt (when, and whether it worked).
@@ -64,12 +66,14 @@ impl Jwks {
         url: Url,
         refetch_interval: Duration,
         default_refresh: Duration,
+        metrics: Arc<Metrics>,
     ) -> Jwks {
         Jwks {
             http,
             url,
             refetch_interval,
             default_refresh,
+            metrics,
             current: RwLock::new(Arc::new(KeySet::default())),
             fetch_gate: tokio::sync::Mutex::new(None),
         }
@@ -108,7 +112,7 @@ impl Jwks {
                 }
             }
             _ => {
-                self.fetch(&mut last).await?;
+                self.fetch(&mut last, JwksTrigger::UnknownKid).await?;
                 Ok(self.snapshot().keys.get(kid).cloned())
             }
         }
@@ -120,7 +124,7 @@ impl Jwks {
         loop {
             let result = {
                 let mut last = self.fetch_gate.lock().await;
-                self.fetch(&mut last).await
+                self.fetch(&mut last, JwksTrigger::Scheduled).await
             };
             let pause = match result {
                 Ok(refresh_after) => {
@@ -143,8 +147,13 @@ impl Jwks {
     }
 
     /// Fetches and installs the key set. The caller holds `fetch_gate`.
-    async fn fetch(&self, last: &mut Option<Attempt>) -> Result<Duration, BackendError> {
+    async fn fetch(
+        &self,
+        last: &mut Option<Attempt>,
+        trigger: JwksTrigger,
+    ) -> Result<Duration, BackendError> {
         let result = self.download().await;
+        self.metrics.jwks_refresh(trigger, result.is_ok());
         *last = Some(Attempt {
             at: Instant::now(),
             ok: result.is_ok(),
@@ -170,10 +179,9 @@ impl Jwks {
     async fn download(
         &self,
     ) -> Result<(HashMap<String, Arc<DecodingKey>>, Option<Duration>), BackendError> {
-        let response = self
-            .http
-            .get(self.url.clone())
-            .send()
+        let send = self.http.get(self.url.clone()).send();
+        let response = (self.metrics)
+            .google_http(GoogleEndpoint::Jwks, send)
             .await
             .map_err(|e| self.error(format!("request failed: {e}")))?;
         if !response.status().is_success() {

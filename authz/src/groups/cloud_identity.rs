@@ -9,7 +9,10 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{Api, GroupsError, classify, read_json, unreachable};
-use crate::service_auth::{Secret, ServiceAuth};
+use crate::{
+    metrics::{GoogleEndpoint, Metrics},
+    service_auth::{Secret, ServiceAuth},
+};
 
 pub(crate) const SCOPE: &str = "https://www.googleapis.com/auth/cloud-identity.groups.readonly";
 
@@ -22,6 +25,7 @@ pub(crate) struct CloudIdentity {
     http: reqwest::Client,
     base: Url,
     auth: Arc<ServiceAuth>,
+    metrics: Arc<Metrics>,
     /// Lower-cased group email -> `groups/{id}`; only found groups are kept.
     names: Cache<String, String>,
 }
@@ -38,11 +42,17 @@ struct CheckResponse {
 }
 
 impl CloudIdentity {
-    pub(crate) fn new(http: reqwest::Client, base: Url, auth: Arc<ServiceAuth>) -> CloudIdentity {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        base: Url,
+        auth: Arc<ServiceAuth>,
+        metrics: Arc<Metrics>,
+    ) -> CloudIdentity {
         CloudIdentity {
             http,
             base,
             auth,
+            metrics,
             names: Cache::builder()
                 .max_capacity(GROUP_NAME_CAPACITY)
                 .time_to_live(GROUP_NAME_TTL)
@@ -129,10 +139,9 @@ impl CloudIdentity {
     }
 
     async fn send(&self, token: &Secret, url: Url) -> Result<reqwest::Response, GroupsError> {
-        self.http
-            .get(url)
-            .bearer_auth(token.expose())
-            .send()
+        let send = self.http.get(url).bearer_auth(token.expose()).send();
+        (self.metrics)
+            .google_http(GoogleEndpoint::CloudIdentity, send)
             .await
             .map_err(|e| unreachable(Api::CloudIdentity, &e))
     }

@@ -8,7 +8,10 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{Api, GroupsError, classify, read_json, unreachable};
-use crate::service_auth::{Secret, ServiceAuth};
+use crate::{
+    metrics::{GoogleEndpoint, Metrics},
+    service_auth::{Secret, ServiceAuth},
+};
 
 pub(crate) const SCOPE: &str =
     "https://www.googleapis.com/auth/admin.directory.group.member.readonly";
@@ -18,6 +21,7 @@ pub(crate) struct Directory {
     http: reqwest::Client,
     base: Url,
     auth: Arc<ServiceAuth>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Deserialize)]
@@ -32,8 +36,18 @@ struct Member {
 }
 
 impl Directory {
-    pub(crate) fn new(http: reqwest::Client, base: Url, auth: Arc<ServiceAuth>) -> Directory {
-        Directory { http, base, auth }
+    pub(crate) fn new(
+        http: reqwest::Client,
+        base: Url,
+        auth: Arc<ServiceAuth>,
+        metrics: Arc<Metrics>,
+    ) -> Directory {
+        Directory {
+            http,
+            base,
+            auth,
+            metrics,
+        }
     }
 
     pub(crate) async fn is_member(&self, email: &str, group: &str) -> Result<bool, GroupsError> {
@@ -89,10 +103,9 @@ impl Directory {
                 .extend(["admin", "directory", "v1", "groups", group])
                 .extend(tail);
         }
-        self.http
-            .get(url)
-            .bearer_auth(token.expose())
-            .send()
+        let send = self.http.get(url).bearer_auth(token.expose()).send();
+        (self.metrics)
+            .google_http(GoogleEndpoint::Directory, send)
             .await
             .map_err(|e| unreachable(Api::Directory, &e))
     }

@@ -1,0 +1,430 @@
+//! Prometheus metrics, served as OpenMetrics text on the HTTP listener (`GET /metrics`).
+//!
+//! One [`Metrics`] per process, shared as `Arc<Metrics>`; each component that records holds a
+//! clone of the `Arc`, and tests build their own. Every label value is a `&'static str` from a
+//! fixed set (decision, reason, cache, endpoint, outcome): never an email, a group, a token or a
+//! policy name, so the number of series is bounded whatever requests arrive. Recording is a few
+//! atomic operations behind a read lock; a label set is copied only the first time it is seen.
+
+use std::{future::Future, sync::Arc, time::Duration, time::Instant};
+
+use axum::{
+    Router,
+    http::{StatusCode, header::CONTENT_TYPE},
+    routing::get,
+};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    authorizer::{Authorizer, CacheUse, Decision},
+    google::BackendError,
+    groups::Groups,
+};
+
+/// The content type of `GET /metrics`.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Check latency, from 50 µs (a verdict-cache hit) to 2 s (Envoy's ext_authz timeout).
+const CHECK_BUCKETS: [f64; 15] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.0,
+];
+/// Google round trips: a few milliseconds on a warm connection, up to the request timeout.
+const GOOGLE_BUCKETS: [f64; 12] = [
+    0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The registry and every metric family in it.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    check_duration: Histogram,
+    cache_requests: Family<CacheLabels, Counter>,
+    cache_entries: Family<CacheNameLabel, Gauge>,
+    google_requests: Family<GoogleLabels, Counter>,
+    google_duration: HistogramFamily<EndpointLabel>,
+    jwks_refreshes: Family<JwksLabels, Counter>,
+    outages: Family<EndpointLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+    reason: &'static str,
+    cache: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheNameLabel {
+    cache: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GoogleLabels {
+    endpoint: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JwksLabels {
+    trigger: &'static str,
+    outcome: &'static str,
+}
+
+/// The caches whose use is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheName {
+    Verdict,
+    Identity,
+    Membership,
+}
+
+/// How a cache answered one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    /// Not answered from the cache (computed, fetched, or failed).
+    Miss,
+    /// Answered from an expired entry because Google could not be asked (memberships only).
+    Stale,
+    /// Not looked up: no token worth caching, or an answer that must not be cached.
+    Bypass,
+}
+
+/// The Google APIs we call, as the `endpoint` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoogleEndpoint {
+    Discovery,
+    Jwks,
+    Tokeninfo,
+    Userinfo,
+    Directory,
+    CloudIdentity,
+    /// Our own Google API access token: the whole credential flow (a `jwt-bearer` exchange, or
+    /// STS plus IAM Credentials), timed as one.
+    ServiceToken,
+}
+
+/// How one call to Google ended, as the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Ok,
+    /// A 4xx other than 429: Google answered no (an invalid token, an unknown group, refused
+    /// credentials). Often a normal answer, not a fault.
+    Rejected,
+    /// 429: over quota.
+    Quota,
+    /// 5xx, or any other status.
+    ServerError,
+    /// No answer within the request timeout.
+    Timeout,
+    /// No usable answer: connection failure, unreadable body.
+    Error,
+}
+
+/// What started a JWKS fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksTrigger {
+    /// The first load and the refreshes `Cache-Control: max-age` schedules.
+    Scheduled,
+    /// A token named a key we did not know (rate-limited).
+    UnknownKid,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("authz");
+        let decisions = Family::default();
+        registry.register(
+            "decisions",
+            "Authorization decisions by result, reason and verdict-cache use",
+            decisions.clone(),
+        );
+        let check_duration = Histogram::new(CHECK_BUCKETS);
+        registry.register_with_unit(
+            "check_duration",
+            "Time to answer one Check, from receipt to verdict",
+            Unit::Seconds,
+            check_duration.clone(),
+        );
+        let cache_requests = Family::default();
+        registry.register(
+            "cache_requests",
+            "Cache lookups by cache and result",
+            cache_requests.clone(),
+        );
+        let cache_entries = Family::default();
+        registry.register(
+            "cache_entries",
+            "Entries in each cache (approximate), read at scrape time",
+            cache_entries.clone(),
+        );
+        let google_requests = Family::default();
+        registry.register(
+            "google_requests",
+            "Calls to Google APIs by endpoint and outcome",
+            google_requests.clone(),
+        );
+        let google_duration: HistogramFamily<EndpointLabel> =
+            Family::new_with_constructor(|| Histogram::new(GOOGLE_BUCKETS));
+        registry.register_with_unit(
+            "google_request_duration",
+            "Duration of calls to Google APIs, until the response headers arrive",
+            Unit::Seconds,
+            google_duration.clone(),
+        );
+        let jwks_refreshes = Family::default();
+        registry.register(
+            "jwks_refreshes",
+            "Fetches of Google's signing keys by trigger and outcome",
+            jwks_refreshes.clone(),
+        );
+        let outages = Family::default();
+        registry.register(
+            "outages",
+            "Checks answered 503 because a backend could not be asked, by failing endpoint",
+            outages.clone(),
+        );
+        registry.register(
+            "build",
+            "The running version",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            registry,
+            decisions,
+            check_duration,
+            cache_requests,
+            cache_entries,
+            google_requests,
+            google_duration,
+            jwks_refreshes,
+            outages,
+        }
+    }
+
+    /// One decided Check: the decision counter, the verdict cache and the latency histogram.
+    pub fn decision(&self, decision: &Decision, latency: Duration) {
+        let cache = decision.cache.as_str();
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                decision: decision.verdict.decision(),
+                reason: decision.verdict.reason(),
+                cache,
+            })
+            .inc();
+        let result = match decision.cache {
+            CacheUse::Hit => CacheResult::Hit,
+            CacheUse::Miss => CacheResult::Miss,
+            CacheUse::Bypass => CacheResult::Bypass,
+        };
+        self.cache(CacheName::Verdict, result);
+        self.check_duration.observe(latency.as_secs_f64());
+    }
+
+    /// One Check that could not be decided (answered 503).
+    pub fn outage(&self, error: &BackendError, latency: Duration) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                decision: "unavailable",
+                reason: "backend_unavailable",
+                cache: CacheUse::Miss.as_str(),
+            })
+            .inc();
+        self.outages
+            .get_or_create(&EndpointLabel {
+                endpoint: error.endpoint.as_str(),
+            })
+            .inc();
+        self.cache(CacheName::Verdict, CacheResult::Miss);
+        self.check_duration.observe(latency.as_secs_f64());
+    }
+
+    pub fn cache(&self, cache: CacheName, result: CacheResult) {
+        self.cache_requests
+            .get_or_create(&CacheLabels {
+                cache: cache.as_str(),
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn google(&self, endpoint: GoogleEndpoint, outcome: Outcome, latency: Duration) {
+        let endpoint = endpoint.as_str();
+        self.google_requests
+            .get_or_create(&GoogleLabels {
+                endpoint,
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        self.google_duration
+            .get_or_create(&EndpointLabel { endpoint })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Sends one HTTP request to Google and records its outcome and duration.
+    pub async fn google_http(
+        &self,
+        endpoint: GoogleEndpoint,
+        send: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let started = Instant::now();
+        let result = send.await;
+        let outcome = match &result {
+            Ok(response) => Outcome::of_status(response.status()),
+            Err(error) if error.is_timeout() => Outcome::Timeout,
+            Err(_) => Outcome::Error,
+        };
+        self.google(endpoint, outcome, started.elapsed());
+        result
+    }
+
+    pub fn jwks_refresh(&self, trigger: JwksTrigger, ok: bool) {
+        self.jwks_refreshes
+            .get_or_create(&JwksLabels {
+                trigger: trigger.as_str(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    pub fn set_cache_entries(&self, cache: CacheName, entries: u64) {
+        self.cache_entries
+            .get_or_create(&CacheNameLabel {
+                cache: cache.as_str(),
+            })
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+// === impl CacheName, CacheResult, GoogleEndpoint, Outcome, JwksTrigger ===
+
+impl CacheName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheName::Verdict => "verdict",
+            CacheName::Identity => "identity",
+            CacheName::Membership => "membership",
+        }
+    }
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Stale => "stale",
+            CacheResult::Bypass => "bypass",
+        }
+    }
+}
+
+impl GoogleEndpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GoogleEndpoint::Discovery => "discovery",
+            GoogleEndpoint::Jwks => "jwks",
+            GoogleEndpoint::Tokeninfo => "tokeninfo",
+            GoogleEndpoint::Userinfo => "userinfo",
+            GoogleEndpoint::Directory => "directory",
+            GoogleEndpoint::CloudIdentity => "cloudidentity",
+            GoogleEndpoint::ServiceToken => "service_token",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn of_status(status: reqwest::StatusCode) -> Outcome {
+        match status.as_u16() {
+            200..=299 => Outcome::Ok,
+            429 => Outcome::Quota,
+            400..=499 => Outcome::Rejected,
+            _ => Outcome::ServerError,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Rejected => "rejected",
+            Outcome::Quota => "quota",
+            Outcome::ServerError => "server_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+impl JwksTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwksTrigger::Scheduled => "scheduled",
+            JwksTrigger::UnknownKid => "unknown_kid",
+        }
+    }
+}
+
+/// `GET /metrics`. Cache sizes are read at scrape time; everything else is counted as it
+/// happens. Serve it on the internal HTTP listener only (Envoy's public listener does not route
+/// here).
+pub fn router(
+    metrics: Arc<Metrics>,
+    authorizer: Arc<Authorizer>,
+    groups: Option<Arc<Groups>>,
+) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || async move {
+            metrics.set_cache_entries(CacheName::Verdict, authorizer.verdicts().entry_count());
+            metrics.set_cache_entries(CacheName::Identity, authorizer.identities().entry_count());
+            if let Some(groups) = &groups {
+                metrics.set_cache_entries(CacheName::Membership, groups.cached_entries());
+            }
+            (
+                StatusCode::OK,
+                [(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],
+                metrics.encode(),
+            )
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+use std::{collections::HashMap, time::Duration};
+
+use envoy_types::{
+    ext_authz::v3::pb::{Authorization, CheckRequest},
+    pb::envoy::service::auth::v3::{AttributeContext, attribute_context},
+};
+use standin::{AccessTokenSpec, Options, StandIn};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::{check::CheckService, config::Config, google::Google, principal::unix_now};
+
+const CLIENT: &str = "metrics.apps.googleusercontent.com";
+
+fn check_request(token: Option<&str>) -> tonic::Request<CheckRequest> {
+    let mut headers = HashMap::new();
+    if let Some(token) = token {
+        headers.insert("authorization".to_string(), format!("Bearer {token}"));
+    }
+    tonic::Request::new(CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: "GET".into(),
+                    path: "/mcp".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    })
+}
+
+/// The sample line for `name{labels}`, if present: its value.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+/// Decisions driven through the real Check service against the Google stand-in, then scraped
+/// through the real `/metrics` route.
+#[tokio::test]
+async fn decisions_cache_use_and_google_calls_are_counted_without_identities() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let standin = StandIn::start(listener, Options::default()).await.unwrap();
+    let issuer = standin.issuer().to_string();
+    let config = Config::load(
+        None,
+        [
+            ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
+            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
+            ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
+            ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
+            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let google = Google::with_metrics(&config, metrics.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(google.clone().run(stop));
+    for _ in 0..200 {
+        if google.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(google.is_ready(), "discovery and JWKS did not load");
+    let authorizer = Arc::new(Authorizer::new(&config, google, None));
+    let service = CheckService::new(&config, authorizer.clone());
+
+    let now = unix_now();
+    let id_token = standin.mint_id_token(&serde_json::json!({
+        "iss": issuer, "aud": CLIENT, "azp": CLIENT, "sub": "42",
+        "email": "ada@example.com", "email_verified": true, "hd": "example.com",
+        "iat": now, "exp": now + 600,
+    }));
+    let outsider = standin.mint_access_token(AccessTokenSpec {
+        sub: "7".into(),
+        email: Some("eve@elsewhere.test".into()),
+        hd: Some("elsewhere.test".into()),
+        aud: CLIENT.into(),
+        ..Default::default()
+    });
+    for token in [Some(&*id_token), Some(&*id_token), Some(&*outsider), None] {
+        service.check(check_request(token)).await.unwrap();
+    }
+
+    let scrape = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = scrape.local_addr().unwrap();
+    authorizer.verdicts().flush().await;
+    authorizer.identities().flush().await;
+    tokio::spawn(axum::serve(scrape, router(metrics, authorizer, None)).into_future());
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], CONTENT_TYPE_OPENMETRICS);
+    let text = response.text().await.unwrap();
+
+    let expected = [
+        (
+            r#"authz_decisions_total{decision="allow",reason="allowed",cache="miss"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_decisions_total{decision="allow",reason="allowed",cache="hit"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_decisions_total{decision="forbidden",reason="domain_not_allowed",cache="miss"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_decisions_total{decision="unauthenticated",reason="missing_token",cache="bypass"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_cache_requests_total{cache="verdict",result="hit"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_cache_requests_total{cache="verdict",result="miss"}"#,
+            2.0,
+        ),
+        (
+            r#"authz_cache_requests_total{cache="verdict",result="bypass"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_cache_requests_total{cache="identity",result="miss"}"#,
+            2.0,
+        ),
+        (r#"authz_cache_entries{cache="verdict"}"#, 2.0),
+        (r#"authz_cache_entries{cache="identity"}"#, 2.0),
+        ("authz_check_duration_seconds_count", 4.0),
+        (
+            r#"authz_google_requests_total{endpoint="discovery",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_google_requests_total{endpoint="jwks",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_google_requests_total{endpoint="tokeninfo",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_google_requests_total{endpoint="userinfo",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_google_request_duration_seconds_count{endpoint="tokeninfo"}"#,
+            1.0,
+        ),
+        (
+            r#"authz_jwks_refreshes_total{trigger="scheduled",outcome="ok"}"#,
+            1.0,
+        ),
+        (r#"authz_build_info{version=""#, 1.0),
+    ];
+    for (series, value) in expected {
+        if series.ends_with('"') {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+            continue;
+        }
+        assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "not OpenMetrics:\n{text}");
+    for secret in [
+        &*id_token,
+        &*outsider,
+        "ada@example.com",
+        "eve@elsewhere.test",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
+    }
+}
+
+/// An outage counts as an undecided Check and names the failing endpoint.
+#[test]
+fn outages_count_by_endpoint() {
+    let metrics = Metrics::new();
+    let error = BackendError {
+        endpoint: crate::google::Endpoint::Tokeninfo,
+        problem: "HTTP 503".into(),
+    };
+    metrics.outage(&error, Duration::from_millis(3));
+    metrics.outage(&error, Duration::from_millis(3));
+    let text = metrics.encode();
+    assert_eq!(
+        sample(&text, r#"authz_outages_total{endpoint="tokeninfo"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"authz_decisions_total{decision="unavailable",reason="backend_unavailable",cache="miss"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, r#"authz_check_duration_seconds_bucket{le="0.005"}"#),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn http_statuses_map_to_outcomes() {
+    let cases = [
+        (200, Outcome::Ok),
+        (204, Outcome::Ok),
+        (400, Outcome::Rejected),
+        (401, Outcome::Rejected),
+        (404, Outcome::Rejected),
+        (429, Outcome::Quota),
+        (500, Outcome::ServerError),
+        (503, Outcome::ServerError),
+        (302, Outcome::ServerError),
+    ];
+    for (status, expected) in cases {
+        let status = reqwest::StatusCode::from_u16(status).unwrap();
+        assert_eq!(Outcome::of_status(status), expected, "{status}");
+    }
+}
