@@ -15,7 +15,13 @@ mod cache;
 mod cloud_identity;
 mod directory;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use serde::Deserialize;
 use url::Url;
@@ -27,7 +33,7 @@ pub use crate::service_auth::CredentialsConfig;
 use cache::{Lookup, MembershipCache, Settings};
 
 /// The `[groups]` config section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupsConfig {
     /// Which Google API answers membership questions. Default `directory`.
@@ -96,6 +102,9 @@ pub enum Api {
 pub struct Groups {
     cache: Arc<MembershipCache<Backend>>,
     auth: Arc<ServiceAuth>,
+    /// Answers from the cache (fresh or stale) and from Google, for the admin API.
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
 }
 
 /// A decision about one (user, group) pair.
@@ -241,13 +250,34 @@ impl Groups {
         Ok(Groups {
             cache: Arc::new(MembershipCache::new(backend, config.settings())),
             auth,
+            hits: Arc::default(),
+            misses: Arc::default(),
         })
     }
 
     /// Is `email` a member of `group` (a group email), directly or through nested groups?
     /// Case-insensitive in both. `Err` means no decision could be made (answer 503).
     pub async fn is_member(&self, email: &str, group: &str) -> Result<Membership, GroupsError> {
-        self.cache.is_member(email, group).await
+        let answer = self.cache.is_member(email, group).await;
+        let count = match &answer {
+            Ok(Membership {
+                freshness: Freshness::Fresh,
+                ..
+            })
+            | Err(_) => &self.misses,
+            Ok(_) => &self.hits,
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        answer
+    }
+
+    /// Cached answers, hits and misses since start-up.
+    pub async fn stats(&self) -> crate::cache::Stats {
+        crate::cache::Stats {
+            entries: self.cache.entry_count().await,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// For `/readyz`: can we get a Google API access token right now? A cached one counts.
@@ -255,9 +285,10 @@ impl Groups {
         self.auth.token().await.is_ok()
     }
 
-    /// Off-boarding: forgets every cached answer about `email`, including one being fetched.
-    pub fn invalidate_user(&self, email: &str) {
-        self.cache.invalidate_user(email);
+    /// Off-boarding: forgets every cached answer about `email`, including one being fetched,
+    /// and returns how many there were.
+    pub fn invalidate_user(&self, email: &str) -> u64 {
+        self.cache.invalidate_user(email)
     }
 }
 
@@ -461,5 +492,15 @@ impl crate::authorizer::MembershipLookup for Groups {
                 }),
             }
         })
+    }
+    fn invalidate_user(&self, email: &str) -> u64 {
+        Groups::invalidate_user(self, email)
+    }
+
+    fn stats(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::cache::Stats>> + Send + '_>>
+    {
+        Box::pin(async move { Some(Groups::stats(self).await) })
     }
 }

@@ -16,6 +16,14 @@ struct Args {
     /// Validate the config, print "config ok" and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Call a running authz's admin API (listen.admin).
+    Admin(authz::admin::cli::AdminArgs),
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -23,6 +31,9 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Admin(admin)) = &args.command {
+        return admin_command(admin);
+    }
     let text = match &args.config {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => Some(text),
@@ -52,7 +63,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let source = authz::reload::Source {
+        path: args.config.clone(),
+        env: std::env::vars().collect(),
+    };
+    match runtime.block_on(serve(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
@@ -62,13 +77,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, source: authz::reload::Source) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let (grpc, http) = listeners.local_addrs()?;
-    tracing::info!(%grpc, %http, "listening");
+    let admin = listeners.admin.local_addr()?;
+    tracing::info!(%grpc, %http, %admin, "listening");
     let grace = config.listen.shutdown_grace;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(authz::run(config, listeners, shutdown.clone()));
+    let server = tokio::spawn(authz::run_reloadable(
+        config,
+        source,
+        listeners,
+        shutdown.clone(),
+    ));
     wait_for_signal().await?;
     tracing::info!(grace = ?grace, "shutting down; draining in-flight checks");
     shutdown.cancel();
@@ -77,6 +98,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(_) => {
             tracing::warn!("drain did not finish within the grace period");
             Ok(())
+        }
+    }
+}
+
+/// `authz admin ...`: one call, plain output, exit 1 on failure.
+fn admin_command(args: &authz::admin::cli::AdminArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(authz::admin::cli::run(args)) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authz admin: {e}");
+            ExitCode::FAILURE
         }
     }
 }
