@@ -284,6 +284,7 @@ class Authz:
     settings: dict
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
     process: Process | None = None
 
     def config_text(self) -> str:
@@ -292,6 +293,7 @@ class Authz:
             "[listen]",
             f'grpc = "127.0.0.1:{self.grpc_port}"',
             f'http = "127.0.0.1:{self.http_port}"',
+            f'admin = "127.0.0.1:{self.admin_port}"',
             "[google]",
             f'client_ids = ["{CLIENT_ID}"]',
             f'issuer = "{s["issuer"]}"',
@@ -319,6 +321,34 @@ class Authz:
         if wait_ready:
             wait_until(self.ready, what="authz /readyz")
         return self
+
+    def write_config(self, text: str) -> None:
+        """Replaces authz.toml atomically (as operators should), so the reload poller never
+        reads it half-written. authz picks it up by itself; `reload()` also sends SIGHUP."""
+        path = self.workdir / "authz.toml"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+
+    def reload(self, text: str) -> None:
+        self.write_config(text)
+        self.process.popen.send_signal(signal.SIGHUP)
+
+    def admin(self, *args: str, addr: str | None = None) -> subprocess.CompletedProcess:
+        """Runs `authz admin ...` against this authz's admin listener."""
+        return subprocess.run(
+            [str(TARGET / "authz"), "admin", "--addr", addr or f"127.0.0.1:{self.admin_port}", *args],
+            capture_output=True, text=True, timeout=20,
+        )
+
+    def log_events(self) -> list[dict]:
+        events = []
+        for line in self.process.log().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
 
     def ready(self) -> bool:
         return requests.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1).status_code == 200

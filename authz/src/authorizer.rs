@@ -4,8 +4,10 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
+use arc_swap::ArcSwap;
+
 use crate::{
-    cache::{self, CacheKey, Identity, IdentityCache, VerdictCache},
+    cache::{self, CacheKey, Identity, IdentityCache, Stats, VerdictCache},
     config::Config,
     credentials::{self, Credential},
     google::{BackendError, Google, VerifyError},
@@ -67,6 +69,17 @@ pub trait MembershipLookup: Send + Sync + std::fmt::Debug {
         email: &'a str,
         group: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<GroupAnswer, BackendError>> + Send + 'a>>;
+
+    /// Off-boarding: forgets cached answers about `email`; returns how many. A lookup without
+    /// a cache has nothing to forget.
+    fn invalidate_user(&self, _email: &str) -> u64 {
+        0
+    }
+
+    /// The lookup's cache figures, when it has a cache.
+    fn stats(&self) -> Pin<Box<dyn Future<Output = Option<Stats>> + Send + '_>> {
+        Box::pin(async { None })
+    }
 }
 
 /// One membership answer.
@@ -92,11 +105,29 @@ pub struct Authorizer {
     google: Arc<Google>,
     identities: IdentityCache,
     verdicts: VerdictCache,
+    /// What a config reload replaces, swapped whole: a request loads it once and decides with
+    /// one policy set, one fingerprint and one membership lookup throughout. The caches stay:
+    /// their keys include the fingerprint, so a verdict or identity cached under the old
+    /// policies can never answer under the new ones.
+    rules: ArcSwap<Rules>,
+    /// The Google client's, so one registry sees the whole authorization.
+    metrics: Arc<Metrics>,
+}
+
+/// The reloadable part of the authorizer.
+#[derive(Debug)]
+struct Rules {
     policies: PolicySet,
     groups: Option<Arc<dyn MembershipLookup>>,
     fingerprint: [u8; 32],
-    /// The Google client's, so one registry sees the whole authorization.
-    metrics: Arc<Metrics>,
+}
+
+/// How many cached entries off-boarding removed, per cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Invalidated {
+    pub verdicts: u64,
+    pub identities: u64,
+    pub memberships: u64,
 }
 
 impl Authorizer {
@@ -114,11 +145,49 @@ impl Authorizer {
             google,
             identities: IdentityCache::new(config.cache.max_entries, lifetimes),
             verdicts: VerdictCache::new(config.cache.max_entries, lifetimes),
-            policies: PolicySet::from_config(config),
-            groups,
-            fingerprint: config.policy_fingerprint(),
+            rules: ArcSwap::from_pointee(Rules::new(config, groups)),
             metrics,
         }
+    }
+
+    /// Swaps in the policies and membership lookup of a reloaded config; requests already
+    /// deciding finish with the rules they loaded. The caller has validated `config` and
+    /// checked that nothing outside the reloadable sections changed.
+    pub fn replace_rules(&self, config: &Config, groups: Option<Arc<dyn MembershipLookup>>) {
+        self.rules.store(Arc::new(Rules::new(config, groups)));
+    }
+
+    /// The fingerprint of the policies deciding now.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.rules.load().fingerprint
+    }
+
+    /// Off-boarding: forgets every verdict, identity and membership cached about `email`
+    /// (case-insensitive), so the user's next request is decided afresh.
+    pub async fn invalidate_user(&self, email: &str) -> Invalidated {
+        let groups = self.rules.load_full().groups.clone();
+        // Memberships first: a verdict fill racing with this then finds no cached "member".
+        let memberships = groups.map_or(0, |groups| groups.invalidate_user(email));
+        Invalidated {
+            verdicts: self.verdicts.invalidate_email(email).await,
+            identities: self.identities.invalidate_email(email).await,
+            memberships,
+        }
+    }
+
+    /// Figures for the verdict, identity and (when configured) membership caches.
+    pub async fn cache_stats(&self) -> Vec<(&'static str, Stats)> {
+        let mut stats = vec![
+            ("verdicts", self.verdicts.stats().await),
+            ("identities", self.identities.stats().await),
+        ];
+        let groups = self.rules.load_full().groups.clone();
+        if let Some(groups) = groups {
+            if let Some(memberships) = groups.stats().await {
+                stats.push(("memberships", memberships));
+            }
+        }
+        stats
     }
 
     pub fn google(&self) -> &Google {
@@ -149,31 +218,37 @@ impl Authorizer {
                 });
             }
         };
-        let selected = self.policies.select(facts.policy, facts.path);
+        let rules = self.rules.load_full();
+        let selected = rules.policies.select(facts.policy, facts.path);
         let request = policy::Request {
             http_method: facts.http_method,
             mcp: facts.mcp,
         };
-        let key = self.verdict_key(credential, &selected, request);
-        let mut outcome = self.lookup(key, credential, &selected, request).await?;
+        let key = self.verdict_key(&rules, credential, &selected, request);
+        let mut outcome = self
+            .lookup(&rules, key, credential, &selected, request)
+            .await?;
         if outcome.cache == CacheUse::Hit && outlived_its_token(&outcome.verdict) {
             // The cache's lifetime is computed once at insertion; checking `exp` again on every
             // hit makes "a cached verdict never outlives its token" hold to the second. The
             // token is then judged afresh (it may still be inside the clock-skew leeway).
             self.verdicts.invalidate(&key).await;
-            outcome = self.lookup(key, credential, &selected, request).await?;
+            outcome = self
+                .lookup(&rules, key, credential, &selected, request)
+                .await?;
         }
         Ok(outcome)
     }
 
     async fn lookup(
         &self,
+        rules: &Rules,
         key: CacheKey,
         credential: Credential<'_>,
         selected: &Result<&Policy, UnknownPolicy>,
         request: policy::Request<'_>,
     ) -> Result<Decision, BackendError> {
-        let fill = self.decide(credential, selected, request);
+        let fill = self.decide(rules, credential, selected, request);
         match self.verdicts.get_or_verify(key, fill).await {
             Ok((verdict, hit)) => Ok(Decision {
                 verdict,
@@ -192,6 +267,7 @@ impl Authorizer {
     /// The verdict cache key: the token and everything the policy reads.
     fn verdict_key(
         &self,
+        rules: &Rules,
         credential: Credential<'_>,
         selected: &Result<&Policy, UnknownPolicy>,
         request: policy::Request<'_>,
@@ -210,7 +286,7 @@ impl Authorizer {
             credential.token(),
             &[
                 b"verdict",
-                &self.fingerprint,
+                &rules.fingerprint,
                 &flags,
                 name.as_bytes(),
                 request.http_method.as_bytes(),
@@ -223,11 +299,13 @@ impl Authorizer {
     /// A verdict-cache miss: establish the identity, then apply the policy.
     async fn decide(
         &self,
+        rules: &Rules,
         credential: Credential<'_>,
         selected: &Result<&Policy, UnknownPolicy>,
         request: policy::Request<'_>,
     ) -> Result<Verdict, Unstored> {
-        let principal = match self.identity(credential).await.map_err(Unstored::Backend)? {
+        let identity = self.identity(rules, credential).await;
+        let principal = match identity.map_err(Unstored::Backend)? {
             Ok(principal) => principal,
             Err(error) => return Ok(Verdict::Unauthenticated(Unauthenticated::Token(error))),
         };
@@ -252,7 +330,7 @@ impl Authorizer {
                     break Verdict::Forbidden(principal, Arc::new(refusal));
                 }
                 Step::NeedGroup(group) => {
-                    let answer = self
+                    let answer = rules
                         .is_member(principal.email.as_deref().unwrap_or_default(), &group)
                         .await
                         .map_err(Unstored::Backend)?;
@@ -268,21 +346,13 @@ impl Authorizer {
         }
     }
 
-    async fn is_member(&self, email: &str, group: &str) -> Result<GroupAnswer, BackendError> {
-        match &self.groups {
-            Some(groups) => groups.is_member(email, group).await,
-            // The config refuses policies with groups when no lookup is configured; should one
-            // slip through, not knowing is an outage, never an allow.
-            None => Err(BackendError {
-                endpoint: crate::google::Endpoint::Groups,
-                problem: "no group membership lookup is configured".into(),
-            }),
-        }
-    }
-
     /// What the token proves, from the identity cache or from Google.
-    async fn identity(&self, credential: Credential<'_>) -> Result<Identity, BackendError> {
-        let key = cache::key(credential.token(), &[b"identity", &self.fingerprint]);
+    async fn identity(
+        &self,
+        rules: &Rules,
+        credential: Credential<'_>,
+    ) -> Result<Identity, BackendError> {
+        let key = cache::key(credential.token(), &[b"identity", &rules.fingerprint]);
         let lookup = self.identities.get_or_verify(key, self.verify(credential));
         let looked_up = lookup.await;
         let result = match looked_up {
@@ -305,6 +375,30 @@ impl Authorizer {
             Ok(principal) => Ok(Ok(Arc::new(principal))),
             Err(VerifyError::Token(error)) => Ok(Err(error)),
             Err(VerifyError::Backend(error)) => Err(error),
+        }
+    }
+}
+
+// === impl Rules ===
+
+impl Rules {
+    fn new(config: &Config, groups: Option<Arc<dyn MembershipLookup>>) -> Rules {
+        Rules {
+            policies: PolicySet::from_config(config),
+            groups,
+            fingerprint: config.policy_fingerprint(),
+        }
+    }
+
+    async fn is_member(&self, email: &str, group: &str) -> Result<GroupAnswer, BackendError> {
+        match &self.groups {
+            Some(groups) => groups.is_member(email, group).await,
+            // The config refuses policies with groups when no lookup is configured; should one
+            // slip through, not knowing is an outage, never an allow.
+            None => Err(BackendError {
+                endpoint: crate::google::Endpoint::Groups,
+                problem: "no group membership lookup is configured".into(),
+            }),
         }
     }
 }

@@ -8,7 +8,15 @@
 //! lock anyone out. Concurrent misses for one key share a single verification (moka's
 //! `or_try_insert_with` runs one init future per key and hands its result to every waiter).
 
-use std::{future::Future, sync::Arc, time::Duration, time::Instant};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+    time::Instant,
+};
 
 use moka::{Expiry, future::Cache};
 use sha2::{Digest, Sha256};
@@ -29,11 +37,16 @@ pub type Identity = Result<Arc<Principal>, TokenError>;
 pub trait Cached: Clone + Send + Sync + 'static {
     /// The token's expiry (unix seconds) when it was valid; `None` for an invalid token.
     fn token_expiry(&self) -> Option<u64>;
+    /// The verified email the entry is about, if any (for off-boarding).
+    fn email(&self) -> Option<&str>;
 }
 
 impl Cached for Verdict {
     fn token_expiry(&self) -> Option<u64> {
         self.principal().map(|p| p.expires_at)
+    }
+    fn email(&self) -> Option<&str> {
+        self.principal().and_then(|p| p.email.as_deref())
     }
 }
 
@@ -41,12 +54,31 @@ impl Cached for Identity {
     fn token_expiry(&self) -> Option<u64> {
         self.as_ref().ok().map(|p| p.expires_at)
     }
+    fn email(&self) -> Option<&str> {
+        self.as_ref().ok().and_then(|p| p.email.as_deref())
+    }
 }
 
 /// A bounded map from key hash to value, each entry expiring with its token.
 #[derive(Debug, Clone)]
 pub struct TtlCache<V: Cached> {
     entries: Cache<CacheKey, V>,
+    /// Hits and misses since start-up, for the admin API. Relaxed atomics: figures, not locks.
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// A cache's figures since start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
 }
 
 pub type VerdictCache = TtlCache<Verdict>;
@@ -100,6 +132,7 @@ impl<V: Cached> TtlCache<V> {
                 .max_capacity(max_entries)
                 .expire_after(TokenExpiry(lifetimes))
                 .build(),
+            counts: Arc::default(),
         }
     }
 
@@ -113,11 +146,51 @@ impl<V: Cached> TtlCache<V> {
     {
         let entry = self.entries.entry(key).or_try_insert_with(verify).await?;
         let hit = !entry.is_fresh();
+        let count = if hit {
+            &self.counts.hits
+        } else {
+            &self.counts.misses
+        };
+        count.fetch_add(1, Ordering::Relaxed);
         Ok((entry.into_value(), hit))
     }
 
     pub async fn invalidate(&self, key: &CacheKey) {
         self.entries.invalidate(key).await;
+    }
+
+    /// Off-boarding: removes every entry whose principal has this email (case-insensitive) and
+    /// returns how many. Keys are hashes, so this walks the cache (an admin action, not the hot
+    /// path) and removes the keys it found; that gives an exact count and spares the builder
+    /// `support_invalidation_closures()`, which would make every read check the predicates.
+    /// A fill in flight when this runs may still land afterwards; its group lookups are cut
+    /// off by the membership cache's own invalidation.
+    pub async fn invalidate_email(&self, email: &str) -> u64 {
+        let email = email.to_lowercase();
+        let keys: Vec<Arc<CacheKey>> = self
+            .entries
+            .iter()
+            .filter(|(_, value)| {
+                value
+                    .email()
+                    .is_some_and(|found| found.to_lowercase() == email)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in &keys {
+            self.entries.invalidate(key.as_ref()).await;
+        }
+        keys.len() as u64
+    }
+
+    /// Entries (after pending maintenance), hits and misses since start-up.
+    pub async fn stats(&self) -> Stats {
+        self.entries.run_pending_tasks().await;
+        Stats {
+            entries: self.entries.entry_count(),
+            hits: self.counts.hits.load(Ordering::Relaxed),
+            misses: self.counts.misses.load(Ordering::Relaxed),
+        }
     }
 
     pub fn entry_count(&self) -> u64 {

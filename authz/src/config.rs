@@ -49,19 +49,21 @@ pub struct Config {
     pub log: Log,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
     /// ext_authz `Check` and `grpc.health.v1`.
     pub grpc: SocketAddr,
     /// `/healthz` and `/readyz`.
     pub http: SocketAddr,
+    /// The admin gRPC API (`authz.admin.v1.Admin`). Loopback only: it can flush caches.
+    pub admin: SocketAddr,
     /// How long in-flight checks may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Google {
     /// OAuth client ids whose tokens we accept (`aud`, and `azp` when present).
@@ -99,14 +101,14 @@ pub struct Access {
     pub default_policy: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resource {
     /// The canonical MCP resource URL as users configure it in their clients.
     pub url: Url,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cache {
     /// Upper bound on cached verdicts; unauthenticated callers cannot grow memory past it.
@@ -119,7 +121,7 @@ pub struct Cache {
     pub deny_ttl: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Headers {
     /// Upstream header carrying the verified email.
@@ -128,7 +130,7 @@ pub struct Headers {
     pub user: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Envoy {
     /// How "could not decide" (Google down) reaches Envoy.
@@ -146,7 +148,7 @@ pub enum OutageResponse {
     ErrorResponse,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// A tracing `EnvFilter` directive, e.g. `info` or `authz=debug`.
@@ -206,6 +208,12 @@ impl Config {
                 message: message.into(),
             })
         };
+        if !self.listen.admin.ip().is_loopback() {
+            return fail(
+                "listen.admin",
+                "must be a loopback address (127.0.0.1 or ::1): the admin API is not for the network",
+            );
+        }
         if self.google.client_ids.is_empty() {
             return fail("google.client_ids", "at least one client id is required");
         }
@@ -515,6 +523,7 @@ impl Default for Listen {
         Listen {
             grpc: SocketAddr::from(([127, 0, 0, 1], 9191)),
             http: SocketAddr::from(([127, 0, 0, 1], 9192)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9193)),
             shutdown_grace: Duration::from_secs(10),
         }
     }

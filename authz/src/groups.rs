@@ -15,7 +15,13 @@ mod cache;
 mod cloud_identity;
 mod directory;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use serde::Deserialize;
 use url::Url;
@@ -30,7 +36,7 @@ pub use crate::service_auth::CredentialsConfig;
 use cache::{Lookup, MembershipCache, Settings};
 
 /// The `[groups]` config section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupsConfig {
     /// Which Google API answers membership questions. Default `directory`.
@@ -100,6 +106,9 @@ pub struct Groups {
     cache: Arc<MembershipCache<Backend>>,
     auth: Arc<ServiceAuth>,
     metrics: Arc<Metrics>,
+    /// Answers from the cache (fresh or stale) and from Google, for the admin API.
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
 }
 
 /// A decision about one (user, group) pair.
@@ -262,6 +271,8 @@ impl Groups {
             cache: Arc::new(MembershipCache::new(backend, config.settings())),
             auth,
             metrics,
+            hits: Arc::default(),
+            misses: Arc::default(),
         })
     }
 
@@ -281,6 +292,15 @@ impl Groups {
             Ok(_) | Err(_) => CacheResult::Miss,
         };
         self.metrics.cache(CacheName::Membership, result);
+        let count = match &answer {
+            Ok(Membership {
+                freshness: Freshness::Fresh,
+                ..
+            })
+            | Err(_) => &self.misses,
+            Ok(_) => &self.hits,
+        };
+        count.fetch_add(1, Ordering::Relaxed);
         answer
     }
 
@@ -289,14 +309,24 @@ impl Groups {
         self.cache.cached_entries()
     }
 
+    /// Cached answers, hits and misses since start-up.
+    pub async fn stats(&self) -> crate::cache::Stats {
+        crate::cache::Stats {
+            entries: self.cache.entry_count().await,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
     /// For `/readyz`: can we get a Google API access token right now? A cached one counts.
     pub async fn ready(&self) -> bool {
         self.auth.token().await.is_ok()
     }
 
-    /// Off-boarding: forgets every cached answer about `email`, including one being fetched.
-    pub fn invalidate_user(&self, email: &str) {
-        self.cache.invalidate_user(email);
+    /// Off-boarding: forgets every cached answer about `email`, including one being fetched,
+    /// and returns how many there were.
+    pub fn invalidate_user(&self, email: &str) -> u64 {
+        self.cache.invalidate_user(email)
     }
 }
 
@@ -500,5 +530,15 @@ impl crate::authorizer::MembershipLookup for Groups {
                 }),
             }
         })
+    }
+    fn invalidate_user(&self, email: &str) -> u64 {
+        Groups::invalidate_user(self, email)
+    }
+
+    fn stats(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::cache::Stats>> + Send + '_>>
+    {
+        Box::pin(async move { Some(Groups::stats(self).await) })
     }
 }

@@ -18,10 +18,14 @@
 //! - [`audit`]: one structured event per decision.
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`metrics`]: Prometheus metrics, served at `/metrics` on the HTTP listener.
+//! - [`reload`]: re-reading the config on SIGHUP or file change, validated, swapped atomically.
+//! - [`admin`]: the loopback-only admin gRPC API (off-boarding, cache figures, config version)
+//!   and its `authz admin` client.
 //! - [`telemetry`]: log setup.
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments and waits for a signal.
 
+pub mod admin;
 pub mod audit;
 pub mod authorizer;
 pub mod cache;
@@ -34,6 +38,7 @@ pub mod health;
 pub mod metrics;
 pub mod policy;
 pub mod principal;
+pub mod reload;
 pub mod service_auth;
 pub mod telemetry;
 pub mod verdict;
@@ -49,13 +54,16 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     authorizer::Authorizer, check::CheckService, config::Config, google::Google, groups::Groups,
+    reload::Reloader,
 };
 
-/// Both listeners, bound before anything starts so a taken port fails the start cleanly.
+/// The listeners, bound before anything starts so a taken port fails the start cleanly.
 #[derive(Debug)]
 pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
+    /// The admin API; loopback only (the config refuses anything else).
+    pub admin: TcpListener,
 }
 
 impl Listeners {
@@ -66,7 +74,10 @@ impl Listeners {
         let http = TcpListener::bind(config.listen.http)
             .await
             .with_context(|| format!("binding listen.http {}", config.listen.http))?;
-        Ok(Listeners { grpc, http })
+        let admin = TcpListener::bind(config.listen.admin)
+            .await
+            .with_context(|| format!("binding listen.admin {}", config.listen.admin))?;
+        Ok(Listeners { grpc, http, admin })
     }
 
     pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
@@ -74,10 +85,28 @@ impl Listeners {
     }
 }
 
+/// How often the config file is checked for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(1);
+
 /// Serves until `shutdown` is cancelled, then drains: health turns NOT_SERVING, listeners stop
-/// accepting, in-flight checks finish, background refreshers stop.
+/// accepting, in-flight checks finish, background refreshers stop. Without a config file
+/// there is nothing to reload; see [`run_reloadable`].
 pub async fn run(
     config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let source = reload::Source {
+        path: None,
+        env: Vec::new(),
+    };
+    run_reloadable(config, source, listeners, shutdown).await
+}
+
+/// [`run`], reloading the config from `source` on SIGHUP and when the file changes.
+pub async fn run_reloadable(
+    config: Config,
+    source: reload::Source,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -97,6 +126,16 @@ pub async fn run(
     let authorizer = Arc::new(Authorizer::new(&config, google.clone(), lookup));
     let background = TaskTracker::new();
     background.spawn(google.clone().run(shutdown.child_token()));
+    let watches_file = source.path.is_some();
+    let reloader = Arc::new(Reloader::new(
+        source,
+        config.clone(),
+        groups.clone(),
+        authorizer.clone(),
+    ));
+    if watches_file {
+        background.spawn(reloader.clone().watch(RELOAD_POLL, shutdown.child_token()));
+    }
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
@@ -107,6 +146,16 @@ pub async fn run(
     ));
 
     let scrape = metrics::router(metrics, authorizer.clone(), groups.clone());
+    let admin = tonic::transport::Server::builder()
+        .add_service(admin::AdminServer::new(admin::AdminService::new(
+            authorizer.clone(),
+            reloader,
+            None,
+        )))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.admin),
+            shutdown.clone().cancelled_owned(),
+        );
     let check = AuthorizationServer::new(CheckService::new(&config, authorizer));
     let grpc_shutdown = {
         let (shutdown, reporter) = (shutdown.clone(), reporter.clone());
@@ -125,11 +174,12 @@ pub async fn run(
     let http = axum::serve(listeners.http, health::router(google, groups).merge(scrape))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
-    let (grpc, http) = tokio::join!(grpc, async { http.await });
+    let (grpc, http, admin) = tokio::join!(grpc, async { http.await }, admin);
     background.close();
     background.wait().await;
     grpc.context("gRPC server")?;
     http.context("HTTP server")?;
+    admin.context("admin server")?;
     Ok(())
 }
 

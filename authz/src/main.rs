@@ -31,6 +31,8 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime_serde::re::humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Call a running authz's admin API (listen.admin).
+    Admin(authz::admin::cli::AdminArgs),
 }
 
 /// Exit code for a configuration that cannot be used.
@@ -38,8 +40,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::Healthcheck { url, timeout }) = &args.command {
-        return healthcheck(url, *timeout);
+    match &args.command {
+        Some(Command::Healthcheck { url, timeout }) => return healthcheck(url, *timeout),
+        Some(Command::Admin(admin)) => return admin_command(admin),
+        None => {}
     }
     let text = match &args.config {
         Some(path) => match std::fs::read_to_string(path) {
@@ -70,7 +74,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let source = authz::reload::Source {
+        path: args.config.clone(),
+        env: std::env::vars().collect(),
+    };
+    match runtime.block_on(serve(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
@@ -108,13 +116,19 @@ fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, source: authz::reload::Source) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let (grpc, http) = listeners.local_addrs()?;
-    tracing::info!(%grpc, %http, "listening");
+    let admin = listeners.admin.local_addr()?;
+    tracing::info!(%grpc, %http, %admin, "listening");
     let grace = config.listen.shutdown_grace;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(authz::run(config, listeners, shutdown.clone()));
+    let server = tokio::spawn(authz::run_reloadable(
+        config,
+        source,
+        listeners,
+        shutdown.clone(),
+    ));
     wait_for_signal().await?;
     tracing::info!(grace = ?grace, "shutting down; draining in-flight checks");
     shutdown.cancel();
@@ -123,6 +137,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(_) => {
             tracing::warn!("drain did not finish within the grace period");
             Ok(())
+        }
+    }
+}
+
+/// `authz admin ...`: one call, plain output, exit 1 on failure.
+fn admin_command(args: &authz::admin::cli::AdminArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(authz::admin::cli::run(args)) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authz admin: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -42,7 +42,7 @@ pub use aws::AwsEnv;
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// `[groups.credentials]`: where our service-account identity comes from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum CredentialsConfig {
     /// A Google service-account key JSON file (`"type": "service_account"`).

@@ -129,3 +129,53 @@ async fn entries_expire_with_their_token() {
         .unwrap();
     assert!(!hit, "an allow must not outlive its token");
 }
+
+fn allow_for(email: &str) -> Verdict {
+    match allow(unix_now() + 3600) {
+        Verdict::Allow(principal, grant) => Verdict::Allow(
+            Arc::new(Principal {
+                email: Some(email.into()),
+                ..(*principal).clone()
+            }),
+            grant,
+        ),
+        _ => unreachable!("allow() builds an Allow"),
+    }
+}
+
+#[tokio::test]
+async fn invalidating_an_email_removes_only_that_users_entries_and_counts_them() {
+    let cache = VerdictCache::new(100, LIFETIMES);
+    for (token, email) in [
+        ("t1", "ada@example.com"),
+        ("t2", "Ada@Example.com"),
+        ("t3", "bob@example.com"),
+    ] {
+        let verdict = allow_for(email);
+        cache
+            .get_or_verify::<(), _>(key(token, &[]), async { Ok(verdict) })
+            .await
+            .unwrap();
+    }
+    let invalid = Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::TooLong));
+    cache
+        .get_or_verify::<(), _>(key("junk", &[]), async { Ok(invalid) })
+        .await
+        .unwrap();
+
+    assert_eq!(cache.invalidate_email("ADA@example.com").await, 2);
+    let stats = cache.stats().await;
+    assert_eq!(stats.entries, 2);
+    let (_, hit) = cache
+        .get_or_verify::<(), _>(key("t1", &[]), async { Ok(allow_for("ada@example.com")) })
+        .await
+        .unwrap();
+    assert!(!hit, "ada's verdict must be decided afresh");
+    let (_, hit) = cache
+        .get_or_verify::<(), _>(key("t3", &[]), async { Ok(allow_for("bob@example.com")) })
+        .await
+        .unwrap();
+    assert!(hit, "bob's verdict stays cached");
+    let stats = cache.stats().await;
+    assert_eq!((stats.hits, stats.misses), (1, 5));
+}

@@ -21,10 +21,18 @@ fn load_err(file: Option<&str>, pairs: &[(&str, &str)]) -> String {
 }
 
 #[test]
+fn the_admin_api_may_listen_on_ipv6_loopback() {
+    let config =
+        Config::load(Some(MINIMAL), env(&[("AUTHZ_LISTEN__ADMIN", "[::1]:9193")])).unwrap();
+    assert!(config.listen.admin.ip().is_loopback());
+}
+
+#[test]
 fn minimal_file_gets_documented_defaults() {
     let config = Config::load(Some(MINIMAL), env(&[])).unwrap();
     assert_eq!(config.listen.grpc.to_string(), "127.0.0.1:9191");
     assert_eq!(config.listen.http.to_string(), "127.0.0.1:9192");
+    assert_eq!(config.listen.admin.to_string(), "127.0.0.1:9193");
     assert_eq!(config.google.issuer, "https://accounts.google.com");
     assert_eq!(
         config.google.tokeninfo_url.as_str(),
@@ -103,6 +111,16 @@ fn errors_name_the_key() {
             Some(MINIMAL),
             &[("AUTHZ_LISTEN__GRPC", "nowhere")],
             "config: listen.grpc:",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_LISTEN__ADMIN", "0.0.0.0:9193")],
+            "config: listen.admin: must be a loopback address",
+        ),
+        (
+            Some(MINIMAL),
+            &[("AUTHZ_LISTEN__ADMIN", "10.0.0.5:9193")],
+            "config: listen.admin: must be a loopback address",
         ),
         (
             Some(MINIMAL),

@@ -141,13 +141,26 @@ impl<L: Lookup> MembershipCache<L> {
         }
     }
 
-    pub(crate) fn invalidate_user(&self, email: &str) {
+    /// Returns how many cached answers about `email` there were (counted just before the
+    /// purge, so an answer landing in between is purged but not counted).
+    pub(crate) fn invalidate_user(&self, email: &str) -> u64 {
         let email = email.to_lowercase();
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        // A request arriving after this must not join a lookup that started before it.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| key.email != email);
+        let count = self
+            .entries
+            .iter()
+            .filter(|(key, _)| key.email == email)
+            .count() as u64;
         // Only fails when the builder did not enable closures, which `new` does.
         let _ = self
             .entries
             .invalidate_entries_if(move |key, _| key.email == email);
+        count
     }
 
     /// The flight for `key`, and whether this call created it.
@@ -255,7 +268,6 @@ impl<L: Lookup> MembershipCache<L> {
         self.entries.entry_count()
     }
 
-    #[cfg(test)]
     pub(crate) async fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks().await;
         self.entries.entry_count()

@@ -339,7 +339,7 @@ async fn invalidate_user_forgets_only_that_user() {
     cache.is_member("ada@x", "a@x").await.unwrap();
     cache.is_member("ada@x", "b@x").await.unwrap();
     cache.is_member("bob@x", "a@x").await.unwrap();
-    cache.invalidate_user("ADA@x");
+    assert_eq!(cache.invalidate_user("ADA@x"), 2);
     assert_eq!(
         cache.is_member("ada@x", "a@x").await,
         answer(true, Freshness::Fresh)

@@ -19,6 +19,7 @@ async fn in_flight_checks_finish_after_shutdown_begins() {
         [
             ("AUTHZ_LISTEN__GRPC", "127.0.0.1:0".to_string()),
             ("AUTHZ_LISTEN__HTTP", "127.0.0.1:0".to_string()),
+            ("AUTHZ_LISTEN__ADMIN", "127.0.0.1:0".to_string()),
             ("AUTHZ_GOOGLE__CLIENT_IDS", "it.apps".into()),
             ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
             ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),

@@ -1,0 +1,126 @@
+//! The admin API (`authz.admin.v1.Admin`, defined in `proto/authz/admin/v1/admin.proto`):
+//! off-boarding a user at once, cache figures, and the loaded config's version. Served on
+//! `listen.admin`, which the config requires to be a loopback address; `cli` is its client
+//! (`authz admin ...`).
+//!
+//! The generated protobuf types stay in this module and `cli`; the service speaks to the rest
+//! through [`Authorizer`] and [`Reloader`].
+
+pub mod cli;
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::{authorizer::Authorizer, reload::Reloader};
+
+/// The code generated from the .proto at build time (see `build.rs`).
+#[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("authz.admin.v1");
+}
+
+pub use pb::admin_server::AdminServer;
+
+/// Revokes a user's refresh-token families. The seam for the OAuth facade, which will issue
+/// refresh tokens; until it exists nothing implements this and off-boarding reports 0.
+pub trait RefreshTokens: Send + Sync + std::fmt::Debug {
+    /// Revokes every refresh-token family issued to `email`; returns how many.
+    fn revoke_user(&self, email: &str) -> u64;
+}
+
+/// The `Admin` gRPC service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    authorizer: Arc<Authorizer>,
+    reloader: Arc<Reloader>,
+    refresh_tokens: Option<Arc<dyn RefreshTokens>>,
+}
+
+// === impl AdminService ===
+
+impl AdminService {
+    pub fn new(
+        authorizer: Arc<Authorizer>,
+        reloader: Arc<Reloader>,
+        refresh_tokens: Option<Arc<dyn RefreshTokens>>,
+    ) -> AdminService {
+        AdminService {
+            authorizer,
+            reloader,
+            refresh_tokens,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn invalidate_user(
+        &self,
+        request: Request<pb::InvalidateUserRequest>,
+    ) -> Result<Response<pb::InvalidateUserResponse>, Status> {
+        let email = request.into_inner().email;
+        let email = email.trim();
+        if email.is_empty() || !email.contains('@') {
+            return Err(Status::invalid_argument(
+                "email must be a user's email address",
+            ));
+        }
+        let removed = self.authorizer.invalidate_user(email).await;
+        let families = self
+            .refresh_tokens
+            .as_ref()
+            .map_or(0, |tokens| tokens.revoke_user(email));
+        tracing::info!(
+            email,
+            verdicts = removed.verdicts,
+            identities = removed.identities,
+            memberships = removed.memberships,
+            refresh_token_families = families,
+            "admin: user invalidated"
+        );
+        Ok(Response::new(pb::InvalidateUserResponse {
+            verdicts: removed.verdicts,
+            identities: removed.identities,
+            memberships: removed.memberships,
+            refresh_token_families: families,
+        }))
+    }
+
+    async fn cache_stats(
+        &self,
+        _: Request<pb::CacheStatsRequest>,
+    ) -> Result<Response<pb::CacheStatsResponse>, Status> {
+        let caches = self
+            .authorizer
+            .cache_stats()
+            .await
+            .into_iter()
+            .map(|(name, stats)| pb::CacheStats {
+                name: name.to_string(),
+                entries: stats.entries,
+                hits: stats.hits,
+                misses: stats.misses,
+            })
+            .collect();
+        Ok(Response::new(pb::CacheStatsResponse { caches }))
+    }
+
+    async fn config_version(
+        &self,
+        _: Request<pb::ConfigVersionRequest>,
+    ) -> Result<Response<pb::ConfigVersionResponse>, Status> {
+        let version = self.reloader.version();
+        Ok(Response::new(pb::ConfigVersionResponse {
+            version: version.label(),
+            fingerprint: version.fingerprint_hex(),
+            loaded_at: version.loaded_at_unix(),
+            source: version.source.clone(),
+            reloads: version.reloads,
+            last_reload_error: version.last_error.clone().unwrap_or_default(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
