@@ -123,6 +123,9 @@ impl Tenant {
             cloud_identity_url = "{base}"
             iam_credentials_url = "{base}"
             token_url = "{token}"
+            # Generous: these tests are about answers, not timeouts, and the stand-in shares
+            # the test's runtime on a machine that may be busy.
+            request_timeout = "10s"
             {extra}
             "#,
             token = self.standin.token_url(),
