@@ -436,13 +436,13 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
 
 /// Sends an already encoded CheckRequest and decodes the CheckResponse.
 #[derive(Debug, Clone, Copy)]
-struct PreEncoded;
+pub(crate) struct PreEncoded;
 
 #[derive(Debug)]
-struct RawEncoder;
+pub(crate) struct RawEncoder;
 
 #[derive(Debug)]
-struct ResponseDecoder;
+pub(crate) struct ResponseDecoder;
 
 impl Codec for PreEncoded {
     type Encode = Bytes;

@@ -20,26 +20,21 @@ use envoy_types::pb::{
     envoy::{
         config::core::v3::Metadata,
         service::auth::v3::{
-            AttributeContext, CheckRequest, CheckResponse,
+            AttributeContext, CheckRequest,
             attribute_context::{HttpRequest, Request as HttpAttributes},
         },
     },
     google::protobuf::{Struct, Value, value::Kind},
 };
-use prost::{
-    Message as _,
-    bytes::{BufMut as _, Bytes},
-};
+use prost::{Message as _, bytes::Bytes};
 use tonic::{
-    Status,
     client::Grpc,
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     codegen::http::uri::PathAndQuery,
     transport::{Channel, Endpoint},
 };
 
 use super::mix::Request;
-use crate::bench::client::{BoxedOutcome, Outcome, RPC_TIMEOUT};
+use crate::bench::client::{BoxedOutcome, Outcome, PreEncoded, RPC_TIMEOUT};
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// The namespace of Envoy's MCP filter metadata, as authz reads it.
@@ -235,51 +230,5 @@ async fn check(client: &mut Grpc<Channel>, body: Bytes) -> Result<i32, String> {
             None => Ok(-1),
         },
         Err(status) => Err(format!("gRPC {:?}: {}", status.code(), status.message())),
-    }
-}
-
-/// Sends an already encoded CheckRequest and decodes the CheckResponse.
-#[derive(Debug, Clone, Copy)]
-struct PreEncoded;
-
-#[derive(Debug)]
-struct RawEncoder;
-
-#[derive(Debug)]
-struct ResponseDecoder;
-
-impl Codec for PreEncoded {
-    type Encode = Bytes;
-    type Decode = CheckResponse;
-    type Encoder = RawEncoder;
-    type Decoder = ResponseDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for ResponseDecoder {
-    type Item = CheckResponse;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckResponse>, Status> {
-        CheckResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("decoding a CheckResponse: {e}")))
     }
 }
