@@ -174,6 +174,18 @@ class StandIn:
         response = requests.put(f"{self.url}/_standin/group", json=body, timeout=5)
         response.raise_for_status()
 
+    def add_oauth_client(self, client_id: str, client_secret: str, redirect_uris: list[str]) -> None:
+        """Registers a web OAuth client that may sign users in to exactly these redirect URIs."""
+        self._post("oauth_client", {"client_id": client_id, "client_secret": client_secret,
+                                    "redirect_uris": list(redirect_uris)})
+
+    def add_user(self, email: str, hd: str | None = None, sub: str | None = None,
+                 email_verified: bool = True, name: str | None = None) -> str:
+        """Registers a Google account that can sign in (a consumer account without `hd`);
+        returns its `sub` (derived from the email when not given)."""
+        body = {"email": email, "hd": hd, "sub": sub, "email_verified": email_verified, "name": name}
+        return self._post("user", {k: v for k, v in body.items() if v is not None})["sub"]
+
     def stats(self) -> dict:
         return requests.get(f"{self.url}/_standin/stats", timeout=5).json()
 

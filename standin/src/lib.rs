@@ -11,7 +11,9 @@
 //! | `GET /oauth2/v3/certs` | www.googleapis.com | `jwks` | JWKS |
 //! | `GET`/`POST /tokeninfo` | oauth2.googleapis.com | `tokeninfo` | access-token introspection |
 //! | `GET`/`POST /v1/userinfo` | openidconnect.googleapis.com | `userinfo` | OpenID userinfo |
-//! | `POST /token` | oauth2.googleapis.com | `token` | OAuth token endpoint (JWT-bearer grant) |
+//! | `GET /o/oauth2/v2/auth` | accounts.google.com | `authorize` | sign-in: the authorization endpoint, answering with an account chooser |
+//! | `POST /o/oauth2/v2/auth` | accounts.google.com | `authorize` | sign-in: the chooser's form (`request`, `email`) → redirect with a code |
+//! | `POST /token` | oauth2.googleapis.com | `token` | OAuth token endpoint (JWT-bearer and authorization-code grants) |
 //! | `GET /admin/directory/v1/groups/{g}/hasMember/{m}` | admin.googleapis.com | `directory` | `members.hasMember` |
 //! | `GET /admin/directory/v1/groups/{g}/members/{m}` | admin.googleapis.com | `directory` | `members.get` |
 //! | `GET /v1/groups:lookup` | cloudidentity.googleapis.com | `cloudidentity` | group name by email |
@@ -37,6 +39,8 @@
 //! | `PUT /_standin/group` | `{"group", "members", "status"?}`: one group's direct members |
 //! | `POST /_standin/cloud_identity` | `{"premium": bool}` |
 //! | `POST /_standin/workload_identity` | register an AWS workload binding ([`WorkloadIdentitySpec`]) |
+//! | `POST /_standin/oauth_client` | register a web OAuth client ([`OAuthClientSpec`]) |
+//! | `POST /_standin/user` | register a Google account that can sign in ([`UserSpec`]) → `{"sub"}` |
 //! | `GET /_standin/stats` | request counts ([`Stats`]) |
 //! | `POST /_standin/stats/reset` | zero them, returning the old counts |
 //!
@@ -47,7 +51,9 @@
 //! `directory` (the Workspace tenant: domains, admins, groups), `oauth` (`/token`),
 //! `admin_sdk` and `cloud_identity` (the membership APIs), `iam_credentials`, `sts` (with the
 //! workload-identity bindings), `sigv4` (AWS request signatures), `imds` (AWS metadata),
-//! `clock` (timestamp formats).
+//! `clock` (timestamp formats), `signin` (the authorization endpoint and its pages),
+//! `oauth_clients` and `users` (who may sign in where), `pkce` (code challenges),
+//! `single_use` (the bounded tables of pending sign-ins and codes).
 
 mod accounts;
 mod admin_sdk;
@@ -61,11 +67,16 @@ mod iam_credentials;
 mod imds;
 mod keys;
 mod oauth;
+mod oauth_clients;
+mod pkce;
 mod routes;
+mod signin;
 mod sigv4;
+mod single_use;
 mod stats;
 mod sts;
 mod tokens;
+mod users;
 
 use std::{
     net::SocketAddr,
@@ -77,18 +88,23 @@ use anyhow::Context as _;
 
 pub use accounts::ServiceAccountSpec;
 pub use faults::{FaultMode, FaultSpec, HANG};
+pub use oauth_clients::OAuthClientSpec;
 pub use stats::{Endpoint, Stats};
 pub use sts::WorkloadIdentitySpec;
 pub use tokens::AccessTokenSpec;
+pub use users::UserSpec;
 
 use accounts::ServiceAccounts;
 use api_tokens::ApiTokens;
 use directory::{Directory, DirectorySpec};
 use faults::Faults;
 use keys::{KeyRing, SigningKey};
+use oauth_clients::OAuthClients;
+use signin::SignIns;
 use stats::Counters;
 use sts::WorkloadIdentities;
 use tokens::AccessTokens;
+use users::Users;
 
 /// How to run a stand-in.
 #[derive(Debug, Clone)]
@@ -134,6 +150,12 @@ pub(crate) struct Shared {
     pub(crate) api_tokens: ApiTokens,
     pub(crate) directory: Directory,
     pub(crate) workload: WorkloadIdentities,
+    /// Web OAuth clients that sign users in (`/o/oauth2/v2/auth`, authorization-code grant).
+    pub(crate) oauth_clients: OAuthClients,
+    /// The Google accounts that can sign in.
+    pub(crate) users: Users,
+    /// Sign-ins under way: requests waiting for an account, codes waiting for `/token`.
+    pub(crate) sign_ins: SignIns,
 }
 
 impl std::fmt::Debug for StandIn {
@@ -175,6 +197,9 @@ impl StandIn {
             api_tokens: ApiTokens::default(),
             directory: Directory::default(),
             workload: WorkloadIdentities::default(),
+            oauth_clients: OAuthClients::default(),
+            users: Users::default(),
+            sign_ins: SignIns::default(),
         });
         routes::spawn_server(listener, shared.clone());
         Ok(Self { shared })
@@ -325,6 +350,23 @@ impl StandIn {
             },
             "universe_domain": "googleapis.com",
         })
+    }
+
+    /// Registers (or replaces) a web OAuth client, as `POST /_standin/oauth_client` does. Fails
+    /// on an empty id or secret, no redirect URI, or one that is not an absolute URL.
+    pub fn add_oauth_client(&self, spec: &OAuthClientSpec) -> anyhow::Result<()> {
+        Ok(self.shared.oauth_clients.add(spec)?)
+    }
+
+    /// Registers (or replaces) a Google account that can sign in, as `POST /_standin/user`
+    /// does; returns its `sub`.
+    pub fn add_user(&self, spec: UserSpec) -> anyhow::Result<String> {
+        Ok(self.shared.users.add(spec)?.sub.clone())
+    }
+
+    /// The authorization endpoint's URL, `{issuer}/o/oauth2/v2/auth`.
+    pub fn authorize_url(&self) -> String {
+        format!("{}{}", self.shared.issuer, signin::AUTHORIZE_PATH)
     }
 
     /// Requests received on each Google endpoint.

@@ -1,14 +1,17 @@
 //! The OAuth token endpoint, `POST /token` (Google's `https://oauth2.googleapis.com/token`).
 //!
-//! It dispatches on `grant_type`; only the JWT-bearer grant (RFC 7523) that service accounts use
-//! is served so far. Another grant is one more arm in [`token`] and one more function.
+//! It dispatches on `grant_type`: the JWT-bearer grant (RFC 7523) that service accounts use,
+//! here, and the authorization-code grant of Google's sign-in, in `code_grant.rs`. Another grant
+//! is one more arm in [`token`] and one more function.
+
+mod code_grant;
 
 use std::sync::Arc;
 
 use axum::{
     Form,
     extract::{State, rejection::FormRejection},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::Response,
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -26,6 +29,7 @@ use crate::{
 };
 
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const AUTHORIZATION_CODE: &str = "authorization_code";
 
 /// How far `iat` may lie in the future, and `exp` in the past: Google tolerates small skews.
 const SKEW: u64 = 60;
@@ -35,18 +39,33 @@ const UNAUTHORIZED_CLIENT: &str = "Client is unauthorized to retrieve access tok
                                    method, or client not authorized for any of the scopes \
                                    requested.";
 
-/// The form fields of a token request; each grant reads the ones it needs.
-#[derive(Debug, Default, Deserialize)]
+/// The form fields of a token request; each grant reads the ones it needs. A repeated field
+/// makes the form unreadable, which RFC 6749 §3.2 asks for.
+#[derive(Default, Deserialize)]
 pub(crate) struct TokenRequest {
     grant_type: Option<String>,
     assertion: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    code_verifier: Option<String>,
 }
 
 /// `POST /token`, form-encoded.
 pub(crate) async fn token(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Response {
+    // The grant's own counter counts faulted requests too, like every counter.
+    let grant_type = form
+        .as_ref()
+        .ok()
+        .and_then(|Form(r)| r.grant_type.as_deref());
+    if grant_type == Some(AUTHORIZATION_CODE) {
+        shared.counters.hit(Counter::TokenAuthorizationCode);
+    }
     if let Some(faulted) = gate(&shared, Counter::Token).await {
         return faulted;
     }
@@ -59,6 +78,7 @@ pub(crate) async fn token(
     };
     match request.grant_type.as_deref() {
         Some(JWT_BEARER) => jwt_bearer(&shared, request.assertion.as_deref().unwrap_or("")),
+        Some(AUTHORIZATION_CODE) => code_grant::exchange(&shared, &headers, &request),
         None => oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",

@@ -22,9 +22,9 @@ use serde_json::{Value, json};
 use tracing::{debug, error, info};
 
 use crate::{
-    AccessTokenSpec, FaultSpec, ServiceAccountSpec, Shared, WorkloadIdentitySpec, admin_sdk,
-    cloud_identity, directory::DirectorySpec, iam_credentials, imds, keys::SigningKey, now, oauth,
-    stats::Counter, sts,
+    AccessTokenSpec, FaultSpec, OAuthClientSpec, ServiceAccountSpec, Shared, UserSpec,
+    WorkloadIdentitySpec, admin_sdk, cloud_identity, directory::DirectorySpec, iam_credentials,
+    imds, keys::SigningKey, now, oauth, signin, stats::Counter, sts,
 };
 
 /// The content type Google labels its JSON with.
@@ -52,6 +52,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/oauth2/v3/certs", get(jwks))
         .route("/tokeninfo", get(tokeninfo).post(tokeninfo))
         .route("/v1/userinfo", get(userinfo).post(userinfo))
+        .route(
+            signin::AUTHORIZE_PATH,
+            get(signin::authorize).post(signin::sign_in),
+        )
         .route("/token", post(oauth::token))
         .route(
             "/admin/directory/v1/groups/{group}/hasMember/{member}",
@@ -85,14 +89,16 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_standin/group", put(set_group))
         .route("/_standin/cloud_identity", post(set_cloud_identity))
         .route("/_standin/workload_identity", post(add_workload_identity))
+        .route("/_standin/oauth_client", post(add_oauth_client))
+        .route("/_standin/user", post(add_user))
         .route("/_standin/stats", get(stats))
         .route("/_standin/stats/reset", post(reset_stats))
         .fallback(not_found)
         .with_state(shared)
 }
 
-/// Google's discovery document, with every URL under `issuer`. The authorization, token,
-/// device and revocation endpoints are announced (clients require some of them) but not served.
+/// Google's discovery document, with every URL under `issuer`. The device and revocation
+/// endpoints are announced (clients require some of them) but not served.
 pub(crate) fn discovery_document(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
@@ -352,7 +358,8 @@ async fn rotate(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 ///
 /// `{"mode": "ok"|"error"|"hang"|"garbage"|"reset"|"empty"|"quota", "status"?: u16,
 /// "endpoints"?: [...]}` sets the mode on the listed endpoints (`discovery`, `jwks`,
-/// `tokeninfo`, `userinfo`, `token`, `directory`, `cloudidentity`, `iamcredentials`, `sts`;
+/// `tokeninfo`, `userinfo`, `token`, `directory`, `cloudidentity`, `iamcredentials`, `sts`,
+/// `authorize`;
 /// default all of them): `error` answers `status` (default 503) with a small JSON body, `hang`
 /// waits 30 s and then answers normally, `garbage` answers 200 with a non-JSON body labelled as
 /// JSON, `quota` answers Google's rate-limit error, and `ok` clears the fault. Faulted requests
@@ -454,6 +461,36 @@ async fn add_workload_identity(State(shared): State<Arc<Shared>>, body: Bytes) -
     };
     shared.workload.add(spec);
     json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
+/// `POST /_standin/oauth_client` [`OAuthClientSpec`] as JSON (`{"client_id", "client_secret",
+/// "redirect_uris": [...]}`) → `{"ok": true}`: a confidential web client that may sign users
+/// in at `/o/oauth2/v2/auth` (to exactly these redirect URIs) and redeem codes at `/token`.
+/// Registering a client id again replaces it.
+async fn add_oauth_client(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let spec: OAuthClientSpec = match parse_body(&body) {
+        Ok(spec) => spec,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    if let Err(err) = shared.oauth_clients.add(&spec) {
+        return bad_request(&err.to_string());
+    }
+    info!(client_id = %spec.client_id, "OAuth client registered");
+    json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
+/// `POST /_standin/user` [`UserSpec`] as JSON (`{"email", "sub"?, "hd"?, "email_verified"?,
+/// "name"?}`) → `{"ok": true, "sub": "..."}`: a Google account that can sign in (a Workspace
+/// account with `hd`, a consumer one without). Registering an email again replaces it.
+async fn add_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let spec: UserSpec = match parse_body(&body) {
+        Ok(spec) => spec,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    match shared.users.add(spec) {
+        Ok(user) => json_response(StatusCode::OK, &json!({ "ok": true, "sub": user.sub })),
+        Err(err) => bad_request(&err.to_string()),
+    }
 }
 
 /// `GET /_standin/stats` → [`Stats`](crate::Stats) as JSON (`{"discovery": n, "jwks": n, ...}`):

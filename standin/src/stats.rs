@@ -27,11 +27,13 @@ pub enum Endpoint {
     Iamcredentials,
     /// The Security Token Service, `POST /v1/token`.
     Sts,
+    /// Google's sign-in: the authorization endpoint and its account chooser.
+    Authorize,
 }
 
 impl Endpoint {
     /// Every endpoint: what a fault without `endpoints` applies to.
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::Discovery,
         Endpoint::Jwks,
         Endpoint::Tokeninfo,
@@ -41,6 +43,7 @@ impl Endpoint {
         Endpoint::Cloudidentity,
         Endpoint::Iamcredentials,
         Endpoint::Sts,
+        Endpoint::Authorize,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -56,6 +59,7 @@ pub(crate) enum Counter {
     Tokeninfo,
     Userinfo,
     Token,
+    TokenAuthorizationCode,
     DirectoryHasMember,
     DirectoryMembersGet,
     CloudidentityLookup,
@@ -63,9 +67,11 @@ pub(crate) enum Counter {
     IamcredentialsSignJwt,
     IamcredentialsGenerateAccessToken,
     Sts,
+    Authorize,
+    AuthorizeSignIn,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 15;
 
 impl Counter {
     /// The endpoint whose fault the method plays.
@@ -75,13 +81,14 @@ impl Counter {
             Counter::Jwks => Endpoint::Jwks,
             Counter::Tokeninfo => Endpoint::Tokeninfo,
             Counter::Userinfo => Endpoint::Userinfo,
-            Counter::Token => Endpoint::Token,
+            Counter::Token | Counter::TokenAuthorizationCode => Endpoint::Token,
             Counter::DirectoryHasMember | Counter::DirectoryMembersGet => Endpoint::Directory,
             Counter::CloudidentityLookup | Counter::CloudidentityCheck => Endpoint::Cloudidentity,
             Counter::IamcredentialsSignJwt | Counter::IamcredentialsGenerateAccessToken => {
                 Endpoint::Iamcredentials
             }
             Counter::Sts => Endpoint::Sts,
+            Counter::Authorize | Counter::AuthorizeSignIn => Endpoint::Authorize,
         }
     }
 }
@@ -98,6 +105,9 @@ pub struct Stats {
     /// `POST /token`, every grant type.
     #[serde(default)]
     pub token: u64,
+    /// `POST /token` with `grant_type=authorization_code` (also counted in `token`).
+    #[serde(default)]
+    pub token_authorization_code: u64,
     /// Directory `members.hasMember`.
     #[serde(default)]
     pub directory_has_member: u64,
@@ -119,6 +129,12 @@ pub struct Stats {
     /// STS `POST /v1/token`.
     #[serde(default)]
     pub sts: u64,
+    /// `GET /o/oauth2/v2/auth`: authorization requests.
+    #[serde(default)]
+    pub authorize: u64,
+    /// `POST /o/oauth2/v2/auth`: accounts chosen on the sign-in page.
+    #[serde(default)]
+    pub authorize_sign_in: u64,
 }
 
 #[derive(Default)]
@@ -146,6 +162,7 @@ impl Counters {
             tokeninfo: get(Counter::Tokeninfo),
             userinfo: get(Counter::Userinfo),
             token: get(Counter::Token),
+            token_authorization_code: get(Counter::TokenAuthorizationCode),
             directory_has_member: get(Counter::DirectoryHasMember),
             directory_members_get: get(Counter::DirectoryMembersGet),
             cloudidentity_lookup: get(Counter::CloudidentityLookup),
@@ -153,6 +170,8 @@ impl Counters {
             iamcredentials_sign_jwt: get(Counter::IamcredentialsSignJwt),
             iamcredentials_generate_access_token: get(Counter::IamcredentialsGenerateAccessToken),
             sts: get(Counter::Sts),
+            authorize: get(Counter::Authorize),
+            authorize_sign_in: get(Counter::AuthorizeSignIn),
         }
     }
 }

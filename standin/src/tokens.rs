@@ -53,10 +53,14 @@ const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 
 /// A fresh `ya29.` token: the prefix and rough length of Google's access tokens.
 pub(crate) fn random_token() -> String {
-    let mut token = String::with_capacity(5 + TOKEN_CHARS);
-    token.push_str("ya29.");
-    token
-        .extend((0..TOKEN_CHARS).map(|_| char::from(URL_SAFE[OsRng.gen_range(0..URL_SAFE.len())])));
+    random_with_prefix("ya29.", TOKEN_CHARS)
+}
+
+/// `prefix` followed by `len` random URL-safe characters (6 bits of entropy each).
+pub(crate) fn random_with_prefix(prefix: &str, len: usize) -> String {
+    let mut token = String::with_capacity(prefix.len() + len);
+    token.push_str(prefix);
+    token.extend((0..len).map(|_| char::from(URL_SAFE[OsRng.gen_range(0..URL_SAFE.len())])));
     token
 }
 

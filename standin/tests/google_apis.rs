@@ -196,7 +196,7 @@ async fn jwt_bearer_grant() {
 
     let response = client
         .post(standin.token_url())
-        .form(&[("grant_type", "authorization_code"), ("code", "x")])
+        .form(&[("grant_type", "password"), ("username", "x")])
         .send()
         .await
         .unwrap();
