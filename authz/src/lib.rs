@@ -10,6 +10,9 @@
 //!   through Workload Identity Federation from AWS), cached and refreshed once.
 //! - [`groups`]: Google group membership (Directory or Cloud Identity API) behind a cache that
 //!   refreshes ahead, serves stale answers for a bounded time in an outage, and backs off.
+//! - [`client_metadata`]: OAuth Client ID Metadata Documents: a `client_id` that is an https
+//!   URL, fetched SSRF-safely (public addresses only, no redirects, bounded time and size),
+//!   checked, and cached.
 //! - [`policy`]: the pure access decision (Workspace domain from `hd`, verified email).
 //! - [`verdict`]: the outcome of one authorization.
 //! - [`cache`]: the bounded verdict cache, keyed by a hash, entries expiring with their token.
@@ -30,6 +33,7 @@ pub mod audit;
 pub mod authorizer;
 pub mod cache;
 pub mod check;
+pub mod client_metadata;
 pub mod config;
 pub mod credentials;
 pub mod google;

@@ -53,6 +53,7 @@ pub struct Metrics {
     google_duration: HistogramFamily<EndpointLabel>,
     jwks_refreshes: Family<JwksLabels, Counter>,
     outages: Family<EndpointLabel, Counter>,
+    client_metadata_fetches: Family<ResultLabel, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +83,11 @@ struct GoogleLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
     endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -207,6 +213,12 @@ impl Metrics {
             "Checks answered 503 because a backend could not be asked, by failing endpoint",
             outages.clone(),
         );
+        let client_metadata_fetches = Family::default();
+        registry.register(
+            "client_metadata_fetches",
+            "Fetches of OAuth client metadata documents (cache misses) by result",
+            client_metadata_fetches.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -222,6 +234,7 @@ impl Metrics {
             google_duration,
             jwks_refreshes,
             outages,
+            client_metadata_fetches,
         }
     }
 
@@ -307,6 +320,13 @@ impl Metrics {
                 trigger: trigger.as_str(),
                 outcome: if ok { "ok" } else { "error" },
             })
+            .inc();
+    }
+
+    /// One fetch of a client metadata document: `ok`, or the error's reason (a fixed string).
+    pub fn client_metadata_fetch(&self, result: &'static str) {
+        self.client_metadata_fetches
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 

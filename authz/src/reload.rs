@@ -312,6 +312,8 @@ fn restart_only_change(old: &Config, new: &Config) -> Result<(), ReloadError> {
         "envoy"
     } else if old.log != new.log {
         "log"
+    } else if old.client_metadata != new.client_metadata {
+        "client_metadata"
     } else {
         return Ok(());
     };

@@ -292,3 +292,103 @@ fn policies_can_come_from_the_environment() {
     let other = Config::load(Some(MINIMAL), env(&[])).unwrap();
     assert_ne!(config.policy_fingerprint(), other.policy_fingerprint());
 }
+
+#[test]
+fn client_metadata_is_on_by_default_with_documented_limits() {
+    let config = Config::load(Some(MINIMAL), env(&[])).unwrap();
+    let section = &config.client_metadata;
+    assert!(section.enabled);
+    assert_eq!(section.timeout, Duration::from_secs(5));
+    assert_eq!(section.max_bytes, 16 * 1024);
+    assert_eq!(section.max_entries, 1000);
+    assert_eq!(section.min_ttl, Duration::from_secs(60));
+    assert_eq!(section.max_ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(section.default_ttl, Duration::from_secs(600));
+    assert_eq!(section.failure_ttl, Duration::from_secs(30));
+    assert!(section.allow_hosts.is_empty());
+    assert_eq!(section.ca_file, None);
+}
+
+#[test]
+fn client_metadata_comes_from_the_file_and_the_environment() {
+    let file = format!(
+        "{MINIMAL}\n[client_metadata]\ntimeout = \"2s\"\nallow_hosts = [\"meta.corp.example\"]\nca_file = \"corp-ca.pem\"\n"
+    );
+    let config = Config::load(
+        Some(&file),
+        env(&[
+            ("AUTHZ_CLIENT_METADATA__ENABLED", "false"),
+            (
+                "AUTHZ_CLIENT_METADATA__ALLOW_HOSTS",
+                "meta.corp.example:8443, [fd00::1]:443",
+            ),
+        ]),
+    )
+    .unwrap();
+    let section = &config.client_metadata;
+    assert!(!section.enabled);
+    assert_eq!(section.timeout, Duration::from_secs(2));
+    assert_eq!(
+        section.allow_hosts,
+        ["meta.corp.example:8443", "[fd00::1]:443"]
+    );
+    assert_eq!(
+        section.ca_file.as_deref(),
+        Some(std::path::Path::new("corp-ca.pem"))
+    );
+}
+
+#[test]
+fn client_metadata_errors_name_the_key() {
+    for (pairs, expected) in [
+        (
+            &[("AUTHZ_CLIENT_METADATA__TIMEOUT", "0s")][..],
+            "config: client_metadata.timeout: must be greater than zero",
+        ),
+        (
+            &[("AUTHZ_CLIENT_METADATA__TIMEOUT", "5m")][..],
+            "config: client_metadata.timeout:",
+        ),
+        (
+            &[("AUTHZ_CLIENT_METADATA__MAX_BYTES", "0")][..],
+            "config: client_metadata.max_bytes:",
+        ),
+        (
+            &[("AUTHZ_CLIENT_METADATA__MAX_BYTES", "10000000")][..],
+            "config: client_metadata.max_bytes:",
+        ),
+        (
+            &[("AUTHZ_CLIENT_METADATA__MAX_ENTRIES", "0")][..],
+            "config: client_metadata.max_entries:",
+        ),
+        (
+            &[
+                ("AUTHZ_CLIENT_METADATA__MIN_TTL", "1h"),
+                ("AUTHZ_CLIENT_METADATA__MAX_TTL", "1m"),
+            ][..],
+            "config: client_metadata.max_ttl: must not be shorter than min_ttl",
+        ),
+        (
+            &[("AUTHZ_CLIENT_METADATA__FAILURE_TTL", "0s")][..],
+            "config: client_metadata.failure_ttl:",
+        ),
+        (
+            &[(
+                "AUTHZ_CLIENT_METADATA__ALLOW_HOSTS",
+                "https://meta.corp.example/",
+            )][..],
+            "config: client_metadata.allow_hosts: \"https://meta.corp.example/\" is not a host or host:port",
+        ),
+        (
+            &[("AUTHZ_CLIENT_METADATA__ALLOW_HOSTS", "fd00::1")][..],
+            "config: client_metadata.allow_hosts:",
+        ),
+        (
+            &[("AUTHZ_CLIENT_METADATA__PROXY", "x")][..],
+            "config: client_metadata.proxy: unknown field",
+        ),
+    ] {
+        let error = load_err(Some(MINIMAL), pairs);
+        assert!(error.starts_with(expected), "{pairs:?}: {error}");
+    }
+}

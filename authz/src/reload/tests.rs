@@ -147,6 +147,11 @@ fn sections_only_a_restart_can_apply_are_refused() {
             "[resource]\nurl = \"https://other.example.com/mcp\"",
             "resource",
         ),
+        (
+            "[resource]\nurl = \"https://mcp.example.com/mcp\"",
+            "[resource]\nurl = \"https://mcp.example.com/mcp\"\n[client_metadata]\nmax_entries = 5",
+            "client_metadata",
+        ),
     ] {
         let changed = format!("{BASE}{DENY_MALLORY}").replace(from, to);
         assert_ne!(changed, format!("{BASE}{DENY_MALLORY}"), "{key}");

@@ -4,6 +4,7 @@
 // Integration tests: a panic with the value is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod client_metadata;
 mod groups;
 mod policies;
 mod shutdown;
