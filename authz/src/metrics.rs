@@ -53,6 +53,7 @@ pub struct Metrics {
     google_duration: HistogramFamily<EndpointLabel>,
     jwks_refreshes: Family<JwksLabels, Counter>,
     outages: Family<EndpointLabel, Counter>,
+    store_errors: Family<StoreLabels, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +83,12 @@ struct GoogleLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
     endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    backend: &'static str,
+    operation: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -207,6 +214,12 @@ impl Metrics {
             "Checks answered 503 because a backend could not be asked, by failing endpoint",
             outages.clone(),
         );
+        let store_errors = Family::default();
+        registry.register(
+            "store_errors",
+            "Shared-state store calls that failed (unreachable, timed out, full), by operation",
+            store_errors.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -222,6 +235,7 @@ impl Metrics {
             google_duration,
             jwks_refreshes,
             outages,
+            store_errors,
         }
     }
 
@@ -307,6 +321,14 @@ impl Metrics {
                 trigger: trigger.as_str(),
                 outcome: if ok { "ok" } else { "error" },
             })
+            .inc();
+    }
+
+    /// One failed call to the shared-state store (`backend`: `memory` or `redis`; `operation`:
+    /// the [`crate::store::Store`] method).
+    pub fn store_error(&self, backend: &'static str, operation: &'static str) {
+        self.store_errors
+            .get_or_create(&StoreLabels { backend, operation })
             .inc();
     }
 
