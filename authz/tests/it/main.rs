@@ -7,4 +7,5 @@
 mod groups;
 mod policies;
 mod shutdown;
+mod store;
 mod verification;
