@@ -16,6 +16,8 @@ use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::service_auth::Secret;
+
 /// The environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "AUTHZ_";
 /// Read by the CLI for the config path; not a config key.
@@ -50,6 +52,9 @@ pub struct Config {
     /// OAuth Client ID Metadata Documents (`[client_metadata]`).
     #[serde(default)]
     pub client_metadata: ClientMetadataConfig,
+    /// Where the OAuth facade keeps its shared state (`[store]`). Default: in memory.
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -210,6 +215,59 @@ pub struct ClientMetadataConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The OAuth facade's shared state: pending sign-ins, codes, refresh tokens, revocations.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory` for a single replica; `redis` when several replicas must share sign-ins, codes,
+    /// refresh tokens and revocations. Default `memory`.
+    pub backend: StoreBackend,
+    /// Memory backend: the most values and set members held at once. Unauthenticated callers
+    /// can start sign-ins, so this bounds their memory; when full, new entries are refused
+    /// (503) until some expire, never evicted. Default 100000.
+    pub max_entries: u64,
+    /// How often each replica reads revocations made on other replicas; a revoked token is
+    /// refused everywhere within about this long. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub revocation_poll: Duration,
+    /// The Redis connection (`[store.redis]`); required with `backend = "redis"`, refused
+    /// otherwise (a replica that silently kept its state in memory would break single use).
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// In this process; lost on restart. One replica only.
+    #[default]
+    Memory,
+    /// A Redis (6.2 or newer) shared by every replica.
+    Redis,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user[:password]@]host[:port][/db]`, or `rediss://` for TLS (verified against
+    /// the WebPKI roots). Redacted wherever the config is printed.
+    pub url: RedisUrl,
+    /// The password, when it is not in the URL (one or the other, not both). Default: none.
+    #[serde(default, deserialize_with = "optional_secret")]
+    pub password: Option<Secret>,
+    /// Prepended to every key, so several services can share one Redis. Default `authz:`.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Deadline of every Redis call, connecting included; past it the call is an outage
+    /// (503). Keep it well below Envoy's ext_authz timeout. Default 500ms.
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// A Redis URL. Its `Debug` hides the password, and a URL that does not parse is reported
+/// without echoing it (it may hold the password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Url);
+
 /// A configuration problem, reported as one line naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("config: {}: {}", one_line(key), one_line(message))]
@@ -323,6 +381,9 @@ impl Config {
         if let Err((key, message)) = self.client_metadata.validate() {
             return fail(&format!("client_metadata.{key}"), &message);
         }
+        if let Err((key, message)) = self.store.validate() {
+            return fail(key, &message);
+        }
         Ok(())
     }
 
@@ -427,6 +488,151 @@ impl Config {
         hash.update(decision_inputs.to_string().as_bytes());
         hash.finalize().into()
     }
+}
+
+// === impl StoreConfig ===
+
+impl StoreConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_entries == 0 {
+            return Err(("store.max_entries", "must be greater than zero".into()));
+        }
+        if self.revocation_poll.is_zero() || self.revocation_poll > Duration::from_secs(60) {
+            return Err((
+                "store.revocation_poll",
+                "must be between 1ms and 60s".into(),
+            ));
+        }
+        match (self.backend, &self.redis) {
+            (StoreBackend::Memory, None) => Ok(()),
+            (StoreBackend::Memory, Some(_)) => Err((
+                "store.backend",
+                "is \"memory\" but [store.redis] is set: set backend = \"redis\" (or remove \
+                 [store.redis]) so that replicas share their state"
+                    .into(),
+            )),
+            (StoreBackend::Redis, None) => Err((
+                "store.redis",
+                "backend = \"redis\" needs a [store.redis] section with a url".into(),
+            )),
+            (StoreBackend::Redis, Some(redis)) => redis.validate(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Memory,
+            max_entries: 100_000,
+            revocation_poll: Duration::from_secs(1),
+            redis: None,
+        }
+    }
+}
+
+// === impl RedisConfig ===
+
+impl RedisConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let url = &self.url.0;
+        if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none() {
+            return Err((
+                "store.redis.url",
+                "must be redis://host[:port][/db] or rediss://host[:port][/db]".into(),
+            ));
+        }
+        if url.fragment().is_some() {
+            return Err((
+                "store.redis.url",
+                "must not carry a fragment (TLS is always verified)".into(),
+            ));
+        }
+        if url.password().is_some() && self.password.is_some() {
+            return Err((
+                "store.redis.password",
+                "the URL already carries a password: give it in one place".into(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(("store.redis.timeout", "must be greater than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+// === impl RedisUrl ===
+
+impl RedisUrl {
+    /// The URL itself, password included, for the one place that connects.
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+}
+
+/// Parses without checking the scheme (that is [`Config::load`]'s validation). The error never
+/// holds the text.
+impl std::str::FromStr for RedisUrl {
+    type Err = url::ParseError;
+    fn from_str(text: &str) -> Result<RedisUrl, url::ParseError> {
+        Url::parse(text).map(RedisUrl)
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RedisUrl, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|e| serde::de::Error::custom(format!("not a URL ({e})")))
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            // Cannot fail: a URL with a password has a host.
+            let _ = shown.set_password(Some("redacted"));
+        }
+        write!(f, "RedisUrl({shown})")
+    }
+}
+
+/// An optional secret string. A value of another type (a number or `true` from an environment
+/// variable) is refused without echoing it: quote it to make it a string.
+fn optional_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
+    struct SecretVisitor;
+    impl<'de> serde::de::Visitor<'de> for SecretVisitor {
+        type Value = Secret;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+            Ok(Secret::new(value))
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+            Err(not_a_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+            Err(not_a_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+            Err(not_a_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+            Err(not_a_string())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+            Err(not_a_string())
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+            Err(not_a_string())
+        }
+    }
+    fn not_a_string<E: serde::de::Error>() -> E {
+        E::custom("must be a string (quote a value that looks like a number, a date or a boolean)")
+    }
+    deserializer.deserialize_any(SecretVisitor).map(Some)
 }
 
 /// Keys and values can come from the environment or quoted TOML keys and may hold control
@@ -566,6 +772,12 @@ fn default_jwks_refetch_interval() -> Duration {
 }
 fn default_jwks_refresh() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_key_prefix() -> String {
+    "authz:".to_string()
+}
+fn default_store_timeout() -> Duration {
+    Duration::from_millis(500)
 }
 
 // === impl ClientMetadataConfig ===

@@ -18,6 +18,9 @@
 //! - [`cache`]: the bounded verdict cache, keyed by a hash, entries expiring with their token.
 //! - [`authorizer`]: one authorization from request facts to verdict (cache, verify, decide).
 //! - [`check`]: the Envoy boundary (gRPC `Check`); the only module that touches envoy-types.
+//! - [`store`]: the OAuth facade's shared state (sign-ins, codes, refresh tokens, revocations),
+//!   in memory for one replica or in Redis for several, and each replica's local copy of the
+//!   revocations for the hot path.
 //! - [`audit`]: one structured event per decision.
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`metrics`]: Prometheus metrics, served at `/metrics` on the HTTP listener.
@@ -44,6 +47,7 @@ pub mod policy;
 pub mod principal;
 pub mod reload;
 pub mod service_auth;
+pub mod store;
 pub mod telemetry;
 pub mod verdict;
 

@@ -54,6 +54,7 @@ pub struct Metrics {
     jwks_refreshes: Family<JwksLabels, Counter>,
     outages: Family<EndpointLabel, Counter>,
     client_metadata_fetches: Family<ResultLabel, Counter>,
+    store_errors: Family<StoreLabels, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +89,12 @@ struct EndpointLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    backend: &'static str,
+    operation: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,6 +226,12 @@ impl Metrics {
             "Fetches of OAuth client metadata documents (cache misses) by result",
             client_metadata_fetches.clone(),
         );
+        let store_errors = Family::default();
+        registry.register(
+            "store_errors",
+            "Shared-state store calls that failed (unreachable, timed out, full), by operation",
+            store_errors.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -235,6 +248,7 @@ impl Metrics {
             jwks_refreshes,
             outages,
             client_metadata_fetches,
+            store_errors,
         }
     }
 
@@ -327,6 +341,14 @@ impl Metrics {
     pub fn client_metadata_fetch(&self, result: &'static str) {
         self.client_metadata_fetches
             .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// One failed call to the shared-state store (`backend`: `memory` or `redis`; `operation`:
+    /// the [`crate::store::Store`] method).
+    pub fn store_error(&self, backend: &'static str, operation: &'static str) {
+        self.store_errors
+            .get_or_create(&StoreLabels { backend, operation })
             .inc();
     }
 

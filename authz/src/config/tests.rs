@@ -392,3 +392,123 @@ fn client_metadata_errors_name_the_key() {
         assert!(error.starts_with(expected), "{pairs:?}: {error}");
     }
 }
+
+#[test]
+fn the_store_section_has_defaults_and_reads_redis_settings() {
+    let config = Config::load(Some(MINIMAL), env(&[])).unwrap();
+    assert_eq!(config.store.backend, StoreBackend::Memory);
+    assert_eq!(config.store.max_entries, 100_000);
+    assert_eq!(config.store.revocation_poll, Duration::from_secs(1));
+    assert!(config.store.redis.is_none());
+
+    let file = format!(
+        "{MINIMAL}\n[store]\nbackend = \"redis\"\nrevocation_poll = \"250ms\"\n\
+         [store.redis]\nurl = \"rediss://redis.internal:6380/1\"\n"
+    );
+    let config = Config::load(
+        Some(&file),
+        env(&[("AUTHZ_STORE__REDIS__PASSWORD", "s3cret-from-env")]),
+    )
+    .unwrap();
+    assert_eq!(config.store.backend, StoreBackend::Redis);
+    assert_eq!(config.store.revocation_poll, Duration::from_millis(250));
+    let redis = config.store.redis.as_ref().unwrap();
+    assert_eq!(
+        redis.url.expose().as_str(),
+        "rediss://redis.internal:6380/1"
+    );
+    assert_eq!(redis.password.as_ref().unwrap().expose(), "s3cret-from-env");
+    assert_eq!(redis.key_prefix, "authz:");
+    assert_eq!(redis.timeout, Duration::from_millis(500));
+    // Neither the password nor one inside the URL is ever printed.
+    let with_url_password = Config::load(
+        Some(&file.replace("rediss://", "rediss://:in-url-pw@")),
+        env(&[]),
+    )
+    .unwrap();
+    for shown in [format!("{config:?}"), format!("{with_url_password:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("in-url-pw"), "{shown}");
+        assert!(shown.contains("redis.internal:6380"), "{shown}");
+    }
+}
+
+/// (file, environment, expected start of the error)
+type StoreCase<'a> = (String, &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn store_errors_name_the_key_and_never_echo_secrets() {
+    let redis = |section: &str| format!("{MINIMAL}\n[store]\nbackend = \"redis\"\n{section}");
+    let cases: &[StoreCase] = &[
+        (
+            redis(""),
+            &[],
+            "config: store.redis: backend = \"redis\" needs a [store.redis] section",
+        ),
+        (
+            format!("{MINIMAL}\n[store.redis]\nurl = \"redis://localhost\"\n"),
+            &[],
+            "config: store.backend: is \"memory\" but [store.redis] is set",
+        ),
+        (
+            redis("[store.redis]\nurl = \"https://localhost\"\n"),
+            &[],
+            "config: store.redis.url: must be redis://",
+        ),
+        (
+            redis("[store.redis]\nurl = \"rediss://localhost/#insecure\"\n"),
+            &[],
+            "config: store.redis.url: must not carry a fragment",
+        ),
+        (
+            redis("[store.redis]\nurl = \"redis://:pw-one@localhost\"\n"),
+            &[("AUTHZ_STORE__REDIS__PASSWORD", "pw-two")],
+            "config: store.redis.password: the URL already carries a password",
+        ),
+        (
+            redis("[store.redis]\nurl = \"redis://:pw-one@local host:x\"\n"),
+            &[],
+            "config: store.redis.url: not a URL",
+        ),
+        (
+            redis("[store.redis]\nurl = \"redis://localhost\"\n"),
+            &[("AUTHZ_STORE__REDIS__PASSWORD", "31337")],
+            "config: store.redis.password: must be a string",
+        ),
+        (
+            redis("[store.redis]\nurl = \"redis://localhost\"\ntimeout = \"0s\"\n"),
+            &[],
+            "config: store.redis.timeout: must be greater than zero",
+        ),
+        (
+            redis("[store.redis]\nurl = \"redis://localhost\"\nport = 1\n"),
+            &[],
+            "config: store.redis.port: unknown field `port`",
+        ),
+        (
+            MINIMAL.to_string(),
+            &[("AUTHZ_STORE__MAX_ENTRIES", "0")],
+            "config: store.max_entries: must be greater than zero",
+        ),
+        (
+            MINIMAL.to_string(),
+            &[("AUTHZ_STORE__REVOCATION_POLL", "5m")],
+            "config: store.revocation_poll: must be between 1ms and 60s",
+        ),
+        (
+            MINIMAL.to_string(),
+            &[("AUTHZ_STORE__BACKEND", "etcd")],
+            "config: store.backend: unknown variant `etcd`",
+        ),
+    ];
+    for (file, pairs, expected) in cases {
+        let error = load_err(Some(file), pairs);
+        assert!(
+            error.starts_with(expected),
+            "{pairs:?}: {error:?} lacks {expected:?}"
+        );
+        for secret in ["pw-one", "pw-two", "31337"] {
+            assert!(!error.contains(secret), "{error:?} echoes a secret");
+        }
+    }
+}

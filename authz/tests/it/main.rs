@@ -8,4 +8,5 @@ mod client_metadata;
 mod groups;
 mod policies;
 mod shutdown;
+mod store;
 mod verification;
