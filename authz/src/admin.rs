@@ -22,11 +22,15 @@ pub mod pb {
 
 pub use pb::admin_server::AdminServer;
 
-/// Revokes a user's refresh-token families. The seam for the OAuth facade, which will issue
-/// refresh tokens; until it exists nothing implements this and off-boarding reports 0.
+/// Revokes a user's refresh-token families (the OAuth facade's sign-in sessions). Without
+/// the facade nothing implements this and off-boarding reports 0.
 pub trait RefreshTokens: Send + Sync + std::fmt::Debug {
-    /// Revokes every refresh-token family issued to `email`; returns how many.
-    fn revoke_user(&self, email: &str) -> u64;
+    /// Revokes every refresh-token family issued to `email`; returns how many. `Err`: the
+    /// shared store could not be reached.
+    fn revoke_user<'a>(
+        &'a self,
+        email: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + 'a>>;
 }
 
 /// The `Admin` gRPC service. Cheap to clone.
@@ -67,10 +71,12 @@ impl pb::admin_server::Admin for AdminService {
             ));
         }
         let removed = self.authorizer.invalidate_user(email).await;
-        let families = self
-            .refresh_tokens
-            .as_ref()
-            .map_or(0, |tokens| tokens.revoke_user(email));
+        let families = match &self.refresh_tokens {
+            Some(tokens) => tokens.revoke_user(email).await.map_err(|problem| {
+                Status::unavailable(format!("revoking refresh tokens: {problem}"))
+            })?,
+            None => 0,
+        };
         tracing::info!(
             email,
             verdicts = removed.verdicts,

@@ -10,12 +10,13 @@ use crate::{
     cache::{self, CacheKey, Identity, IdentityCache, Stats, VerdictCache},
     config::Config,
     credentials::{self, Credential},
-    google::{BackendError, Google, VerifyError},
+    google::{BackendError, Google, TokenError, VerifyError},
     metrics::{CacheName, CacheResult, Metrics},
+    oauth::{TokenCheck, access_token},
     policy::{
         self, Forbidden, McpCall, Memberships, Policy, PolicySet, Refusal, Step, UnknownPolicy,
     },
-    principal::unix_now,
+    principal::{Principal, unix_now},
     verdict::{Unauthenticated, Verdict},
 };
 
@@ -112,6 +113,8 @@ pub struct Authorizer {
     rules: ArcSwap<Rules>,
     /// The Google client's, so one registry sees the whole authorization.
     metrics: Arc<Metrics>,
+    /// Our OAuth facade's tokens, accepted beside Google's when the facade is on.
+    facade: Option<TokenCheck>,
 }
 
 /// The reloadable part of the authorizer.
@@ -147,6 +150,44 @@ impl Authorizer {
             verdicts: VerdictCache::new(config.cache.max_entries, lifetimes),
             rules: ArcSwap::from_pointee(Rules::new(config, groups)),
             metrics,
+            facade: None,
+        }
+    }
+
+    /// Also accepts the access tokens our OAuth facade issues (verified locally, and refused
+    /// once their session is revoked).
+    pub fn accept_facade_tokens(mut self, tokens: TokenCheck) -> Authorizer {
+        self.facade = Some(tokens);
+        self
+    }
+
+    /// The default policy's requirements (domain, users, groups; not its per-tool rules) for a
+    /// user signing in through the facade or refreshing a token. `Err`: cannot decide now.
+    pub async fn admit_sign_in(
+        &self,
+        principal: &Principal,
+    ) -> Result<Result<policy::Grant, Refusal>, BackendError> {
+        let rules = self.rules.load_full();
+        let selected = rules
+            .policies
+            .select(Some(rules.policies.default_name()), "/");
+        let request = policy::Request {
+            http_method: "GET",
+            mcp: McpCall::default(),
+        };
+        let principal = Arc::new(principal.clone());
+        match self.apply(&rules, principal, &selected, request).await {
+            Ok(Verdict::Allow(_, grant)) => Ok(Ok((*grant).clone())),
+            Ok(Verdict::Forbidden(_, refusal)) => Ok(Err((*refusal).clone())),
+            Ok(Verdict::Unauthenticated(_)) => unreachable!("apply never returns Unauthenticated"),
+            Err(Unstored::Uncacheable(Verdict::Allow(_, grant))) => Ok(Ok((*grant).clone())),
+            Err(Unstored::Uncacheable(Verdict::Forbidden(_, refusal))) => {
+                Ok(Err((*refusal).clone()))
+            }
+            Err(Unstored::Uncacheable(Verdict::Unauthenticated(_))) => {
+                unreachable!("apply never returns Unauthenticated")
+            }
+            Err(Unstored::Backend(error)) => Err(error),
         }
     }
 
@@ -237,6 +278,10 @@ impl Authorizer {
                 .lookup(&rules, key, credential, &selected, request)
                 .await?;
         }
+        if self.session_revoked(&outcome.verdict) {
+            // Checked on every request, cache hits included: revocation is a local lookup.
+            outcome.verdict = Verdict::Unauthenticated(Unauthenticated::Token(TokenError::Revoked));
+        }
         Ok(outcome)
     }
 
@@ -309,6 +354,17 @@ impl Authorizer {
             Ok(principal) => principal,
             Err(error) => return Ok(Verdict::Unauthenticated(Unauthenticated::Token(error))),
         };
+        self.apply(rules, principal, selected, request).await
+    }
+
+    /// Applies the selected policy to a verified principal, looking up groups as it asks.
+    async fn apply(
+        &self,
+        rules: &Rules,
+        principal: Arc<Principal>,
+        selected: &Result<&Policy, UnknownPolicy>,
+        request: policy::Request<'_>,
+    ) -> Result<Verdict, Unstored> {
         let policy = match selected {
             Ok(policy) => policy,
             Err(UnknownPolicy(name)) => {
@@ -371,6 +427,12 @@ impl Authorizer {
     }
 
     async fn verify(&self, credential: Credential<'_>) -> Result<Identity, BackendError> {
+        if let (Some(facade), Credential::Jwt(token)) = (&self.facade, credential) {
+            if access_token::is_ours(&facade.keys, token) {
+                let verified = access_token::verify(&facade.keys, &facade.audience, token, false);
+                return Ok(verified.map(|claims| Arc::new(access_token::principal(claims))));
+            }
+        }
         match self.google.verify(credential).await {
             Ok(principal) => Ok(Ok(Arc::new(principal))),
             Err(VerifyError::Token(error)) => Ok(Err(error)),
@@ -400,6 +462,18 @@ impl Rules {
                 problem: "no group membership lookup is configured".into(),
             }),
         }
+    }
+}
+
+impl Authorizer {
+    fn session_revoked(&self, verdict: &Verdict) -> bool {
+        let Some(facade) = &self.facade else {
+            return false;
+        };
+        verdict
+            .principal()
+            .and_then(|principal| principal.session.as_deref())
+            .is_some_and(|session| facade.revocations.is_revoked(session))
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Config {
     #[serde(default)]
     pub groups: Option<crate::groups::GroupsConfig>,
     pub resource: Resource,
+    /// The OAuth authorization server for MCP clients (`[oauth]`); off when absent.
+    #[serde(default)]
+    pub oauth: Option<crate::oauth::OAuthConfig>,
     #[serde(default)]
     pub cache: Cache,
     #[serde(default)]
@@ -403,6 +406,23 @@ impl Config {
                     format!("policies.{name}.groups"),
                     "group membership needs a [groups] section (which Google API, which credentials)".into(),
                 );
+            }
+        }
+        if let Some(oauth) = &self.oauth {
+            if let Err((key, message)) = oauth.validate(&self.google.client_ids) {
+                return Err(ConfigError { key, message });
+            }
+            let shared = self.store.backend == StoreBackend::Redis;
+            if shared && (oauth.signing_keys.is_empty() || oauth.sealing_keys.is_empty()) {
+                let key = if oauth.signing_keys.is_empty() {
+                    "oauth.signing_keys"
+                } else {
+                    "oauth.sealing_keys"
+                };
+                return Err(ConfigError {
+                    key: key.into(),
+                    message: "required with store.backend = \"redis\": every replica must use the same keys".into(),
+                });
             }
         }
         if let Some(groups) = &self.groups {

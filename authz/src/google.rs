@@ -49,6 +49,10 @@ pub enum TokenError {
     Rejected,
     #[error("tokeninfo and userinfo disagree about the subject")]
     SubjectMismatch,
+    #[error("token nonce does not match the sign-in")]
+    WrongNonce,
+    #[error("token has been revoked")]
+    Revoked,
 }
 
 impl TokenError {
@@ -67,6 +71,8 @@ impl TokenError {
             TokenError::MissingClaim => "missing_claim",
             TokenError::Rejected => "rejected_by_google",
             TokenError::SubjectMismatch => "subject_mismatch",
+            TokenError::WrongNonce => "wrong_nonce",
+            TokenError::Revoked => "revoked",
         }
     }
 }
@@ -143,6 +149,14 @@ pub struct Google {
 struct Discovered {
     jwks: Jwks,
     userinfo_url: Url,
+    sign_in: Option<SignInEndpoints>,
+}
+
+/// Google's OAuth endpoints for signing a user in, from discovery.
+#[derive(Debug, Clone)]
+pub struct SignInEndpoints {
+    pub authorization: Url,
+    pub token: Url,
 }
 
 impl Google {
@@ -196,6 +210,25 @@ impl Google {
         }
     }
 
+    /// Google's sign-in endpoints, once discovery is done.
+    pub fn sign_in_endpoints(&self) -> Option<SignInEndpoints> {
+        self.discovered.get().and_then(|d| d.sign_in.clone())
+    }
+
+    /// Verifies the ID token of a sign-in we started: every check of [`Google::verify`], plus
+    /// the `nonce` we sent (constant-time), which binds the token to this sign-in.
+    pub async fn verify_sign_in(
+        &self,
+        id_token: &str,
+        nonce: &str,
+    ) -> Result<Principal, VerifyError> {
+        let discovered = self.discovered.get().ok_or_else(|| BackendError {
+            endpoint: Endpoint::Discovery,
+            problem: "OpenID discovery has not completed yet".into(),
+        })?;
+        id_token::verify_with_nonce(id_token, &discovered.jwks, &self.settings, nonce).await
+    }
+
     /// Runs discovery (retrying with backoff), loads the JWKS, then keeps it fresh until cancelled.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Backoff::new();
@@ -221,6 +254,7 @@ impl Google {
         let _ = self.discovered.set(Discovered {
             jwks,
             userinfo_url: discovered.userinfo_url,
+            sign_in: discovered.sign_in,
         });
         if let Some(d) = self.discovered.get() {
             d.jwks.keep_fresh(shutdown).await;

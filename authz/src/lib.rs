@@ -25,6 +25,8 @@
 //! - [`health`]: `/healthz` and `/readyz`.
 //! - [`metrics`]: Prometheus metrics, served at `/metrics` on the HTTP listener.
 //! - [`reload`]: re-reading the config on SIGHUP or file change, validated, swapped atomically.
+//! - [`oauth`]: the OAuth 2.1 authorization server MCP clients sign in through (Google signs
+//!   the user in; we issue audience-bound ES256 tokens the Check verifies locally).
 //! - [`admin`]: the loopback-only admin gRPC API (off-boarding, cache figures, config version)
 //!   and its `authz admin` client.
 //! - [`telemetry`]: log setup.
@@ -43,6 +45,7 @@ pub mod google;
 pub mod groups;
 pub mod health;
 pub mod metrics;
+pub mod oauth;
 pub mod policy;
 pub mod principal;
 pub mod reload;
@@ -131,8 +134,37 @@ pub async fn run_reloadable(
     let lookup = groups
         .clone()
         .map(|groups| groups as Arc<dyn authorizer::MembershipLookup>);
-    let authorizer = Arc::new(Authorizer::new(&config, google.clone(), lookup));
     let background = TaskTracker::new();
+    let mut authorizer = Authorizer::new(&config, google.clone(), lookup);
+    let facade_parts = match &config.oauth {
+        Some(oauth) => {
+            let store = store::open_with_metrics(&config.store, metrics.clone())
+                .context("opening the OAuth store")?;
+            let tokens = oauth::token_check(&config, oauth, store.clone())?;
+            authorizer = authorizer.accept_facade_tokens(tokens.clone());
+            Some((oauth, store, tokens))
+        }
+        None => None,
+    };
+    let authorizer = Arc::new(authorizer);
+    let facade = match facade_parts {
+        Some((oauth, store, tokens)) => {
+            let facade = oauth::Facade::new(
+                &config,
+                oauth,
+                tokens,
+                store,
+                google.clone(),
+                authorizer.clone(),
+            )
+            .context("setting up the OAuth facade")?;
+            background.spawn(
+                facade.revocation_sync(config.store.revocation_poll, shutdown.child_token()),
+            );
+            Some(facade)
+        }
+        None => None,
+    };
     background.spawn(google.clone().run(shutdown.child_token()));
     let watches_file = source.path.is_some();
     let reloader = Arc::new(Reloader::new(
@@ -158,7 +190,9 @@ pub async fn run_reloadable(
         .add_service(admin::AdminServer::new(admin::AdminService::new(
             authorizer.clone(),
             reloader,
-            None,
+            facade
+                .clone()
+                .map(|facade| facade as Arc<dyn admin::RefreshTokens>),
         )))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.admin),
@@ -179,7 +213,13 @@ pub async fn run_reloadable(
         .add_service(check)
         .serve_with_incoming_shutdown(incoming, grpc_shutdown);
 
-    let http = axum::serve(listeners.http, health::router(google, groups).merge(scrape))
+    let mut routes = health::router(google, groups, facade.clone())
+        .merge(scrape)
+        .merge(oauth::metadata::resource_router(&config));
+    if let Some(facade) = &facade {
+        routes = routes.merge(facade.router());
+    }
+    let http = axum::serve(listeners.http, routes)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
     let (grpc, http, admin) = tokio::join!(grpc, async { http.await }, admin);

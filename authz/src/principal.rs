@@ -14,6 +14,9 @@ pub struct Principal {
     /// When the token stops being valid (unix seconds); no cached verdict outlives it.
     pub expires_at: u64,
     pub source: TokenSource,
+    /// The sign-in session (refresh-token family) a token of ours belongs to; revoking the
+    /// session refuses its access tokens at once. `None` for Google's tokens.
+    pub session: Option<std::sync::Arc<str>>,
 }
 
 /// Which kind of token proved the identity.
@@ -21,6 +24,8 @@ pub struct Principal {
 pub enum TokenSource {
     GoogleIdToken,
     GoogleAccessToken,
+    /// An access token our OAuth facade issued (ES256, audience = our resource).
+    Facade,
 }
 
 impl TokenSource {
@@ -28,6 +33,7 @@ impl TokenSource {
         match self {
             TokenSource::GoogleIdToken => "google_id_token",
             TokenSource::GoogleAccessToken => "google_access_token",
+            TokenSource::Facade => "facade",
         }
     }
 }

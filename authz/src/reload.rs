@@ -4,7 +4,7 @@
 //! validates the result exactly as at start-up. Only then does it swap in the new policies,
 //! routes, domains and group settings, in one atomic step ([`Authorizer::replace_rules`]). A
 //! file that does not validate, or that changes a section only a restart can apply (listeners,
-//! Google, resource, cache, headers, envoy, log), changes nothing: authz keeps serving with the
+//! Google, resource, cache, headers, envoy, log, oauth), changes nothing: authz keeps serving with the
 //! old config and logs one ERROR line naming the key.
 //!
 //! The verdict and identity caches are kept across reloads (their keys include the policy
@@ -314,6 +314,8 @@ fn restart_only_change(old: &Config, new: &Config) -> Result<(), ReloadError> {
         "log"
     } else if old.client_metadata != new.client_metadata {
         "client_metadata"
+    } else if old.oauth != new.oauth {
+        "oauth"
     } else {
         return Ok(());
     };

@@ -27,6 +27,7 @@ fn allow(expires_at: u64) -> Verdict {
             hosted_domain: Some("example.com".into()),
             expires_at,
             source: TokenSource::GoogleIdToken,
+            session: None,
         }),
         Arc::new(grant),
     )

@@ -42,6 +42,7 @@ fn principal(email: Option<&str>) -> Arc<Principal> {
         hosted_domain: Some("example.com".into()),
         expires_at: u64::MAX,
         source: TokenSource::GoogleIdToken,
+        session: None,
     })
 }
 

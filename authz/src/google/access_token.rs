@@ -88,6 +88,7 @@ pub async fn verify(
         hosted_domain: user.hd,
         expires_at,
         source: TokenSource::GoogleAccessToken,
+        session: None,
     })
 }
 

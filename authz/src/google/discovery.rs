@@ -12,6 +12,8 @@ use crate::metrics::{GoogleEndpoint, Metrics, Outcome};
 pub struct Found {
     pub jwks_uri: Url,
     pub userinfo_url: Url,
+    /// Where the OAuth facade signs users in (absent from a document: no facade sign-in).
+    pub sign_in: Option<super::SignInEndpoints>,
 }
 
 pub async fn discover(
@@ -37,9 +39,16 @@ pub async fn discover(
     let userinfo = metadata
         .userinfo_endpoint()
         .ok_or_else(|| fail("discovery document has no userinfo_endpoint".into()))?;
+    let sign_in = metadata
+        .token_endpoint()
+        .map(|token| super::SignInEndpoints {
+            authorization: metadata.authorization_endpoint().url().clone(),
+            token: token.url().clone(),
+        });
     Ok(Found {
         jwks_uri: metadata.jwks_uri().url().clone(),
         userinfo_url: userinfo.url().clone(),
+        sign_in,
     })
 }
 

@@ -26,6 +26,7 @@ struct Claims {
     email_verified: bool,
     hd: Option<String>,
     azp: Option<String>,
+    nonce: Option<String>,
     exp: Option<u64>,
     iat: Option<u64>,
 }
@@ -35,6 +36,33 @@ pub async fn verify(
     jwks: &Jwks,
     settings: &Settings,
 ) -> Result<Principal, VerifyError> {
+    verify_claims(token, jwks, settings)
+        .await
+        .map(|(principal, _)| principal)
+}
+
+/// [`verify`], and the token's `nonce` must equal `nonce` (compared in constant time).
+pub async fn verify_with_nonce(
+    token: &str,
+    jwks: &Jwks,
+    settings: &Settings,
+    nonce: &str,
+) -> Result<Principal, VerifyError> {
+    use subtle::ConstantTimeEq as _;
+    let (principal, claimed) = verify_claims(token, jwks, settings).await?;
+    let matches =
+        claimed.is_some_and(|claimed| bool::from(claimed.as_bytes().ct_eq(nonce.as_bytes())));
+    if !matches {
+        return Err(TokenError::WrongNonce.into());
+    }
+    Ok(principal)
+}
+
+async fn verify_claims(
+    token: &str,
+    jwks: &Jwks,
+    settings: &Settings,
+) -> Result<(Principal, Option<String>), VerifyError> {
     let header = read_header(token)?;
     if header.alg != "RS256" {
         return Err(TokenError::UnsupportedAlgorithm.into());
@@ -65,14 +93,16 @@ pub async fn verify(
             return Err(TokenError::WrongAuthorizedParty.into());
         }
     }
-    Ok(Principal {
+    let principal = Principal {
         sub,
         email: claims.email,
         email_verified: claims.email_verified,
         hosted_domain: claims.hd,
         expires_at,
         source: TokenSource::GoogleIdToken,
-    })
+        session: None,
+    };
+    Ok((principal, claims.nonce))
 }
 
 fn read_header(token: &str) -> Result<Header, TokenError> {

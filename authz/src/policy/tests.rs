@@ -15,6 +15,7 @@ fn principal(email: &str, hd: Option<&str>, verified: bool) -> Principal {
         hosted_domain: hd.map(String::from),
         expires_at: u64::MAX,
         source: TokenSource::GoogleIdToken,
+        session: None,
     }
 }
 

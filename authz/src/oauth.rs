@@ -1,0 +1,279 @@
+//! The OAuth 2.1 authorization server MCP clients sign in through ("the facade"). Google has
+//! no dynamic client registration and its tokens are not bound to our resource, so we are the
+//! authorization server clients see, and Google only signs the user in:
+//!
+//! ```text
+//! client --register--> /oauth/register        (stateless: the client id is the sealed registration)
+//! client --browser---> /oauth/authorize       consent page (names the client and its redirect host)
+//!        --POST------> /oauth/authorize       -> Google (our state, nonce, PKCE)
+//! Google --browser---> /oauth/callback        code exchange, ID token + nonce, domain + groups
+//!        <-redirect--- client redirect_uri?code&state&iss
+//! client -------------> /oauth/token          code + PKCE -> our ES256 access token + refresh token
+//! ```
+//!
+//! - [`settings`]: the `[oauth]` config section.
+//! - [`metadata`]: protected-resource and authorization-server metadata, JWKS.
+//! - [`clients`]: registration and client lookup; [`redirect`]: redirect-URI rules.
+//! - [`authorize`]: the authorization request and consent page; [`callback`]: Google's return.
+//! - [`token`]: the token endpoint; [`revoke`]: RFC 7009 revocation.
+//! - [`access_token`]: minting and verifying our access tokens; [`keys`]: the ES256 keys.
+//! - [`sessions`]: codes, refresh tokens and revocations in the shared store.
+//! - [`seal`]: HMAC-sealed values; [`page`]: the few HTML pages and the error shapes.
+
+pub mod access_token;
+pub mod authorize;
+pub mod callback;
+pub mod clients;
+pub mod keys;
+pub mod metadata;
+pub mod page;
+pub mod redirect;
+pub mod revoke;
+pub mod seal;
+pub mod sessions;
+pub mod settings;
+pub mod token;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use ring::rand::{SecureRandom as _, SystemRandom};
+
+pub use settings::{OAuthConfig, SecretText};
+
+use crate::{
+    authorizer::Authorizer,
+    client_metadata::ClientMetadataFetcher,
+    config::Config,
+    google::Google,
+    store::{Store, revocations::Revocations},
+};
+use access_token::Audience;
+use clients::Clients;
+use keys::SigningKeys;
+use seal::Sealer;
+use sessions::Sessions;
+
+/// Largest request body the facade reads (forms and registration JSON are small).
+const MAX_BODY: usize = 16 * 1024;
+
+/// What the Check path needs to accept our tokens: the keys, who they are for, and the
+/// revocations. Built before the authorizer, shared with the facade.
+#[derive(Debug, Clone)]
+pub struct TokenCheck {
+    pub keys: Arc<SigningKeys>,
+    pub audience: Audience,
+    pub revocations: Arc<Revocations>,
+}
+
+/// The facade's shared state.
+#[derive(Debug)]
+pub struct Facade {
+    settings: OAuthConfig,
+    tokens: TokenCheck,
+    sealer: Arc<Sealer>,
+    clients: Clients,
+    sessions: Sessions,
+    google: Arc<Google>,
+    authorizer: Arc<Authorizer>,
+    /// For Google's token endpoint: timeouts, no redirects.
+    http: reqwest::Client,
+    /// `resource.url` as configured: the `aud` of our tokens and PRM's `resource`.
+    resource: String,
+    /// A `hd` hint for Google's account chooser when exactly one domain is allowed.
+    domain_hint: Option<String>,
+}
+
+/// Builds the keys and revocation view the Check path needs when `[oauth]` is configured.
+pub fn token_check(
+    config: &Config,
+    oauth: &OAuthConfig,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<TokenCheck> {
+    let keys = if oauth.signing_keys.is_empty() {
+        tracing::warn!(
+            "oauth.signing_keys is not set: generated a key; tokens will not survive a restart"
+        );
+        SigningKeys::generate()?
+    } else {
+        let pems: Vec<&str> = oauth.signing_keys.iter().map(|k| k.expose()).collect();
+        SigningKeys::from_pem(&pems).context("oauth.signing_keys")?
+    };
+    Ok(TokenCheck {
+        keys: Arc::new(keys),
+        audience: Audience {
+            issuer: oauth.issuer.clone(),
+            resource: config.resource.url.to_string(),
+            leeway: config.google.clock_skew.as_secs(),
+        },
+        revocations: Arc::new(Revocations::new(store)),
+    })
+}
+
+impl Facade {
+    pub fn new(
+        config: &Config,
+        oauth: &OAuthConfig,
+        tokens: TokenCheck,
+        store: Arc<dyn Store>,
+        google: Arc<Google>,
+        authorizer: Arc<Authorizer>,
+    ) -> anyhow::Result<Arc<Facade>> {
+        let sealing_keys: Vec<Vec<u8>> = if oauth.sealing_keys.is_empty() {
+            tracing::warn!(
+                "oauth.sealing_keys is not set: generated one; registered clients will not survive a restart"
+            );
+            vec![random_bytes::<32>().to_vec()]
+        } else {
+            oauth
+                .sealing_keys
+                .iter()
+                .map(|key| key.expose().as_bytes().to_vec())
+                .collect()
+        };
+        let sealer = Arc::new(Sealer::new(sealing_keys));
+        let documents = if config.client_metadata.enabled {
+            let metrics = google.metrics().clone();
+            Some(
+                ClientMetadataFetcher::new(&config.client_metadata, metrics)
+                    .context("client_metadata")?,
+            )
+        } else {
+            None
+        };
+        let clients = Clients::new(sealer.clone(), oauth.registration_ttl.as_secs(), documents);
+        let sessions = Sessions::new(store, tokens.revocations.clone(), oauth.access_token_ttl);
+        let domain_hint = match config.access.domains.as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
+        };
+        Ok(Arc::new(Facade {
+            settings: oauth.clone(),
+            tokens,
+            sealer,
+            clients,
+            sessions,
+            google,
+            authorizer,
+            http: crate::google::http::client(config.google.request_timeout)?,
+            resource: config.resource.url.to_string(),
+            domain_hint,
+        }))
+    }
+
+    /// The facade's endpoints (the resource metadata is served by [`metadata::resource_router`]
+    /// whether or not the facade is on).
+    pub fn router(self: &Arc<Self>) -> Router {
+        let browser_called = Router::new()
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(metadata::authorization_server),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                get(metadata::authorization_server),
+            )
+            .route("/oauth/jwks", get(metadata::jwks))
+            .route("/oauth/register", post(register))
+            .route("/oauth/token", post(token::token))
+            .route("/oauth/revoke", post(revoke::revoke))
+            .layer(axum::middleware::from_fn(page::cors));
+        Router::new()
+            .route(
+                "/oauth/authorize",
+                get(authorize::show_consent).post(authorize::consent_given),
+            )
+            .route("/oauth/callback", get(callback::callback))
+            .merge(browser_called)
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self.clone())
+    }
+
+    /// Off-boarding: revokes every session of `email`.
+    pub async fn revoke_user(&self, email: &str) -> Result<u64, crate::store::StoreError> {
+        self.sessions
+            .revoke_user(email, self.settings.session_ttl)
+            .await
+    }
+
+    /// Keeps the revocation view in sync with the store until `shutdown`.
+    pub fn revocation_sync(
+        &self,
+        poll: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.tokens.revocations.clone().run(poll, shutdown)
+    }
+
+    /// Whether the shared store answers now (reported by `/readyz`).
+    pub async fn store_reachable(&self) -> bool {
+        self.sessions.ping().await.is_ok()
+    }
+
+    fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+}
+
+impl crate::admin::RefreshTokens for Facade {
+    fn revoke_user<'a>(
+        &'a self,
+        email: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + 'a>> {
+        Box::pin(async move {
+            Facade::revoke_user(self, email)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// `POST /oauth/register` (RFC 7591).
+async fn register(
+    axum::extract::State(facade): axum::extract::State<Arc<Facade>>,
+    body: Result<axum::Json<clients::RegistrationRequest>, axum::extract::rejection::JsonRejection>,
+) -> axum::response::Response {
+    let Ok(axum::Json(request)) = body else {
+        return page::oauth_error(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "the body must be a JSON client metadata object",
+        );
+    };
+    match facade.clients.register(request) {
+        Ok(body) => page::json(axum::http::StatusCode::CREATED, &body),
+        Err(clients::RegistrationError::RedirectUri(why)) => page::oauth_error(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_redirect_uri",
+            &why,
+        ),
+        Err(clients::RegistrationError::Metadata(why)) => page::oauth_error(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            &why,
+        ),
+    }
+}
+
+/// 256 random bits, base64url: codes, refresh tokens, state, nonces, session ids.
+pub fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The OS random source failing is not a state to serve requests in.
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .unwrap_or_else(|_| panic!("the system random number generator failed"));
+    bytes
+}
+
+#[cfg(test)]
+mod tests;

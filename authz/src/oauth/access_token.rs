@@ -1,0 +1,144 @@
+//! Our access tokens: ES256 JWTs (RFC 9068 shape) with `aud` = the MCP resource URL, verified
+//! locally on the Check path with no network.
+
+use std::sync::Arc;
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use super::{keys::SigningKeys, random_token};
+use crate::{
+    google::TokenError,
+    principal::{Principal, TokenSource, unix_now},
+};
+
+/// The claims of an access token we issue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub email: String,
+    pub hd: Option<String>,
+    pub client_id: String,
+    pub scope: String,
+    /// The sign-in session (refresh-token family): revoking it refuses this token.
+    pub sid: String,
+    pub jti: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+/// Who a token is for, as established at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub sub: String,
+    pub email: String,
+    pub hd: Option<String>,
+}
+
+/// What verification needs besides the keys.
+#[derive(Debug, Clone)]
+pub struct Audience {
+    pub issuer: String,
+    pub resource: String,
+    pub leeway: u64,
+}
+
+/// Mints an access token for `user`, valid `ttl` seconds.
+pub fn issue(
+    keys: &SigningKeys,
+    audience: &Audience,
+    user: &User,
+    client_id: &str,
+    scope: &str,
+    session: &str,
+    ttl: u64,
+) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+    let now = unix_now();
+    let claims = AccessClaims {
+        iss: audience.issuer.clone(),
+        aud: audience.resource.clone(),
+        sub: user.sub.clone(),
+        email: user.email.clone(),
+        hd: user.hd.clone(),
+        client_id: client_id.to_string(),
+        scope: scope.to_string(),
+        sid: session.to_string(),
+        jti: random_token(),
+        iat: now,
+        exp: now + ttl,
+    };
+    let (kid, key) = keys.signer();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.to_string());
+    header.typ = Some("at+jwt".to_string());
+    let token = jsonwebtoken::encode(&header, &claims, key)?;
+    Ok((token, claims))
+}
+
+/// Whether `token` is a JWT signed by one of our keys (so it is ours to verify, not Google's).
+/// Reads only the header; proves nothing.
+pub fn is_ours(keys: &SigningKeys, token: &str) -> bool {
+    read_kid(token).is_some_and(|kid| keys.is_ours(&kid))
+}
+
+/// Verifies one of our access tokens. `expired_ok` is for revocation, which must accept a
+/// token whatever its age.
+pub fn verify(
+    keys: &SigningKeys,
+    audience: &Audience,
+    token: &str,
+    expired_ok: bool,
+) -> Result<AccessClaims, TokenError> {
+    let kid = read_kid(token).ok_or(TokenError::Malformed)?;
+    let key = keys.verifier(&kid).ok_or(TokenError::UnknownKeyId)?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.leeway = audience.leeway;
+    validation.set_audience(&[&audience.resource]);
+    validation.set_issuer(&[&audience.issuer]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    validation.validate_exp = !expired_ok;
+    let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidAudience => TokenError::WrongAudience,
+            ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::InvalidAlgorithm => TokenError::UnsupportedAlgorithm,
+            ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+            _ => TokenError::Malformed,
+        })?
+        .claims;
+    if claims.iat > unix_now() + audience.leeway {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+/// The principal an access token of ours speaks for.
+pub fn principal(claims: AccessClaims) -> Principal {
+    Principal {
+        sub: claims.sub,
+        email: Some(claims.email),
+        // Checked by Google at sign-in; we issue nothing for an unverified address.
+        email_verified: true,
+        hosted_domain: claims.hd,
+        expires_at: claims.exp,
+        source: TokenSource::Facade,
+        session: Some(Arc::from(claims.sid)),
+    }
+}
+
+fn read_kid(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+        kid: Option<String>,
+    }
+    let encoded = token.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+    let header: Header = serde_json::from_slice(&bytes).ok()?;
+    (header.alg == "ES256").then_some(header.kid).flatten()
+}

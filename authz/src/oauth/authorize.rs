@@ -1,0 +1,370 @@
+//! `/oauth/authorize`: the client's authorization request, checked, then a consent page per
+//! client; the user's "Allow" then starts Google's sign-in with our own state, nonce and PKCE.
+//!
+//! Until the client and its redirect URI are known to belong together, every error is a page,
+//! never a redirect (a redirect would hand the error, or later a code, to whoever wrote the
+//! URL). The consent form is stateless: the checked request travels sealed in it, and its CSRF
+//! token is a MAC over that and a `__Host-` cookie only this browser has.
+
+use std::sync::Arc;
+
+use axum::{
+    Form,
+    extract::{Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::{
+    Facade, clients::ClientError, page, random_token, redirect, seal::Purpose,
+    sessions::PendingSignIn,
+};
+use crate::principal::unix_now;
+
+/// The browser-binding cookie. `__Host-`: Secure, no Domain, Path=/, so no sibling host can
+/// set or read it.
+pub const BROWSER_COOKIE: &str = "__Host-authz-browser";
+/// Longest client `state` we carry (it travels sealed in a form and back in a redirect).
+const MAX_STATE: usize = 1024;
+
+/// The query of an authorization request; every field optional so that a missing one gets
+/// our error, not axum's.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthorizeQuery {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    resource: Option<String>,
+}
+
+/// An authorization request that passed every check, as carried through consent and Google.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub scope: String,
+    /// Unix seconds after which the consent form is refused.
+    pub expires: u64,
+}
+
+/// The consent form's fields.
+#[derive(Debug, Deserialize)]
+pub struct ConsentForm {
+    request: String,
+    csrf: String,
+    decision: String,
+}
+
+/// `GET /oauth/authorize`.
+pub async fn show_consent(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    query: Result<Query<AuthorizeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return bad_request("The authorization request could not be read.");
+    };
+    let Some(client_id) = query.client_id.as_deref().filter(|id| !id.is_empty()) else {
+        return bad_request("The authorization request names no client (client_id).");
+    };
+    let client = match facade.clients.resolve(client_id).await {
+        Ok(client) => client,
+        Err(error) => return client_error_page(&error),
+    };
+    let Some(redirect_uri) = query.redirect_uri.as_deref() else {
+        return bad_request("The authorization request has no redirect_uri.");
+    };
+    if !redirect::matches(&client.redirect_uris, redirect_uri) {
+        tracing::info!(
+            reason = "redirect_uri_mismatch",
+            "authorization request refused"
+        );
+        return bad_request(
+            "The redirect address is not registered for this client, so you are not sent there.",
+        );
+    }
+    // From here the redirect URI is trusted: errors go back to the client.
+    let state = query.state.as_deref();
+    let back = |error: &str, description: &str| {
+        facade.error_redirect(redirect_uri, state, error, description)
+    };
+    if state.is_some_and(|s| s.len() > MAX_STATE) {
+        return back("invalid_request", "state is too long");
+    }
+    if query.response_type.as_deref() != Some("code") {
+        return back(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
+    }
+    let Some(challenge) = query.code_challenge.as_deref() else {
+        return back("invalid_request", "PKCE is required: send code_challenge");
+    };
+    if query.code_challenge_method.as_deref() != Some("S256") {
+        return back("invalid_request", "code_challenge_method must be S256");
+    }
+    if !is_s256_challenge(challenge) {
+        return back(
+            "invalid_request",
+            "code_challenge must be a base64url SHA-256 (43 characters)",
+        );
+    }
+    if let Some(resource) = query.resource.as_deref() {
+        if !facade.is_our_resource(resource) {
+            return back("invalid_target", "the resource is not served here");
+        }
+    }
+    let request = AuthorizationRequest {
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.to_string(),
+        state: query.state.clone(),
+        code_challenge: challenge.to_string(),
+        scope: facade.granted_scope(query.scope.as_deref()),
+        expires: unix_now() + facade.settings.sign_in_ttl.as_secs(),
+    };
+    let sealed = match serde_json::to_vec(&request) {
+        Ok(bytes) => facade.sealer.seal(Purpose::ConsentRequest, &bytes),
+        Err(_) => return bad_request("The authorization request could not be read."),
+    };
+    let browser = browser_cookie(&headers).unwrap_or_else(random_token);
+    let csrf = facade.sealer.tag_text(
+        Purpose::ConsentCsrf,
+        csrf_input(&browser, &sealed).as_bytes(),
+    );
+    let redirect_host = Url::parse(redirect_uri)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let name = client.name.as_deref().unwrap_or("An unnamed client");
+    let body = format!(
+        "<p><strong>{name}</strong> wants to use <strong>{resource}</strong> as you.</p>\
+         <p>If you allow it, you sign in with Google and are then sent back to \
+         <code>{host}</code>. Only continue if you just started this from that application.</p>\
+         <p><small>The name is chosen by the application and is not verified.</small></p>\
+         <form method=\"post\" action=\"/oauth/authorize\">\
+         <input type=\"hidden\" name=\"request\" value=\"{sealed}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Cancel</button></form>",
+        name = page::escape(name),
+        resource = page::escape(&facade.settings.resource_name),
+        host = page::escape(&redirect_host),
+        sealed = page::escape(&sealed),
+        csrf = page::escape(&csrf),
+    );
+    let mut response = page::html(StatusCode::OK, "Allow access?", &body);
+    let google_origin = facade.google_origin();
+    page::page_headers(response.headers_mut(), google_origin.as_deref());
+    let cookie = format!(
+        "{BROWSER_COOKIE}={browser}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
+        facade.settings.sign_in_ttl.as_secs()
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// `POST /oauth/authorize`: the consent form's answer.
+pub async fn consent_given(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    form: Result<Form<ConsentForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return bad_request("The consent form could not be read.");
+    };
+    let request = facade
+        .sealer
+        .open(Purpose::ConsentRequest, &form.request)
+        .and_then(|bytes| serde_json::from_slice::<AuthorizationRequest>(&bytes).ok());
+    let Some(request) = request else {
+        return bad_request("The consent form was altered or is not ours.");
+    };
+    let Some(browser) = browser_cookie(&headers) else {
+        return forbidden("The consent form did not come from this browser (no cookie).");
+    };
+    let csrf_ok = facade.sealer.verify_tag(
+        Purpose::ConsentCsrf,
+        csrf_input(&browser, &form.request).as_bytes(),
+        &form.csrf,
+    );
+    if !csrf_ok {
+        tracing::warn!(reason = "consent_csrf", "consent form refused");
+        return forbidden("The consent form did not come from this browser.");
+    }
+    if request.expires <= unix_now() {
+        return bad_request("The consent page has expired.");
+    }
+    let state = request.state.as_deref();
+    if form.decision != "allow" {
+        return facade.error_redirect(
+            &request.redirect_uri,
+            state,
+            "access_denied",
+            "the user declined",
+        );
+    }
+    let Some(endpoints) = facade.google.sign_in_endpoints() else {
+        return unavailable_page();
+    };
+    let google_state = random_token();
+    let nonce = random_token();
+    let verifier = random_token();
+    let pending = PendingSignIn {
+        request,
+        nonce: nonce.clone(),
+        verifier: verifier.clone(),
+        browser: hash(&browser),
+    };
+    if let Err(error) = facade
+        .sessions
+        .save_pending(&google_state, &pending, facade.settings.sign_in_ttl)
+        .await
+    {
+        tracing::error!(%error, "saving a pending sign-in failed");
+        return unavailable_page();
+    }
+    let mut google = endpoints.authorization;
+    {
+        let mut query = google.query_pairs_mut();
+        query
+            .append_pair("client_id", &facade.settings.google_client_id)
+            .append_pair("redirect_uri", &facade.settings.callback_url())
+            .append_pair("response_type", "code")
+            .append_pair("scope", "openid email")
+            .append_pair("state", &google_state)
+            .append_pair("nonce", &nonce)
+            .append_pair("code_challenge", &s256(&verifier))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("prompt", "select_account");
+        if let Some(domain) = &facade.domain_hint {
+            query.append_pair("hd", domain);
+        }
+    }
+    page::redirect(StatusCode::SEE_OTHER, google.as_str())
+}
+
+// === impl Facade ===
+
+impl Facade {
+    /// Sends an OAuth error to a redirect URI already checked against the client.
+    pub(super) fn error_redirect(
+        &self,
+        redirect_uri: &str,
+        state: Option<&str>,
+        error: &str,
+        description: &str,
+    ) -> Response {
+        let Ok(mut url) = Url::parse(redirect_uri) else {
+            return bad_request("The redirect address cannot be used.");
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("error", error)
+                .append_pair("error_description", description);
+            if let Some(state) = state {
+                query.append_pair("state", state);
+            }
+            query.append_pair("iss", self.issuer());
+        }
+        page::redirect(StatusCode::FOUND, url.as_str())
+    }
+
+    /// `resource` as clients send it: ours exactly, or differing only by a trailing slash.
+    pub(super) fn is_our_resource(&self, resource: &str) -> bool {
+        resource.trim_end_matches('/') == self.resource.trim_end_matches('/')
+    }
+
+    /// The requested scopes we support; all of ours when none of them is requested (RFC 6749
+    /// s3.3 lets the server grant a different scope, and says so in the token response).
+    pub(super) fn granted_scope(&self, requested: Option<&str>) -> String {
+        let ours = &self.settings.scopes;
+        let granted: Vec<&str> = requested
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|scope| ours.iter().any(|s| s == scope))
+            .collect();
+        if granted.is_empty() {
+            ours.join(" ")
+        } else {
+            granted.join(" ")
+        }
+    }
+
+    fn google_origin(&self) -> Option<String> {
+        self.google
+            .sign_in_endpoints()
+            .map(|endpoints| endpoints.authorization.origin().ascii_serialization())
+    }
+}
+
+fn client_error_page(error: &ClientError) -> Response {
+    tracing::info!(%error, "authorization request from an unknown client refused");
+    bad_request(&format!("This application cannot sign in here: {error}."))
+}
+
+fn bad_request(message: &str) -> Response {
+    page::error_page(StatusCode::BAD_REQUEST, "Sign-in failed", message)
+}
+
+fn forbidden(message: &str) -> Response {
+    page::error_page(StatusCode::FORBIDDEN, "Sign-in refused", message)
+}
+
+pub(super) fn unavailable_page() -> Response {
+    page::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in unavailable",
+        "Sign-in is unavailable right now. Try again in a minute.",
+    )
+}
+
+/// The browser cookie's value, if present and well formed.
+pub(super) fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| value.len() == 43 && value.bytes().all(is_base64url))
+}
+
+fn csrf_input(browser: &str, sealed_request: &str) -> String {
+    format!("{browser}.{sealed_request}")
+}
+
+/// SHA-256, hex: how a secret is kept when it only needs to be recognised.
+pub(super) fn hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The PKCE S256 challenge of a verifier (RFC 7636 s4.2).
+pub(super) fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn is_s256_challenge(challenge: &str) -> bool {
+    challenge.len() == 43 && challenge.bytes().all(is_base64url)
+}
+
+fn is_base64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}

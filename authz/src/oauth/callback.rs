@@ -1,0 +1,255 @@
+//! `/oauth/callback`: Google sends the browser back here. The pending sign-in is taken (a state
+//! works once, and only in the browser that gave consent), Google's code is exchanged with our
+//! confidential client (the secret goes nowhere else), the ID token is verified like any other
+//! plus the nonce, the default policy is applied (domain from `hd`, groups), and the client
+//! gets a single-use code and our `iss` (RFC 9207).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    Facade,
+    access_token::User,
+    authorize::{browser_cookie, hash, unavailable_page},
+    page, random_token,
+    sessions::{CodeGrant, PendingSignIn},
+};
+use crate::{
+    google::VerifyError,
+    principal::{Principal, unix_now},
+};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+}
+
+/// Google's token response; only the ID token matters (we keep no Google token).
+#[derive(Deserialize)]
+struct GoogleTokens {
+    id_token: Option<String>,
+}
+
+/// Why a sign-in went back to the client as an error.
+pub(super) enum Failure {
+    Denied(String),
+    Unavailable(String),
+}
+
+/// `GET /oauth/callback`.
+pub async fn callback(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    query: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let Some(state) = query.state.as_deref().filter(|s| !s.is_empty()) else {
+        return page::error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "Google's answer carries no state.",
+        );
+    };
+    let pending = match facade.sessions.take_pending(state).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => {
+            return page::error_page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                "This sign-in has expired or was already used.",
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "reading a pending sign-in failed");
+            return unavailable_page();
+        }
+    };
+    // Login CSRF: finishing someone else's sign-in in this browser must not work.
+    let same_browser =
+        browser_cookie(&headers).is_some_and(|cookie| hash(&cookie) == pending.browser);
+    if !same_browser {
+        tracing::warn!(
+            reason = "callback_other_browser",
+            "sign-in callback refused"
+        );
+        return page::error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            "This sign-in was started in another browser.",
+        );
+    }
+    let request = &pending.request;
+    let back = |error: &str, description: &str| {
+        facade.error_redirect(
+            &request.redirect_uri,
+            request.state.as_deref(),
+            error,
+            description,
+        )
+    };
+    if query.error.is_some() {
+        return back("access_denied", "Google sign-in was not completed");
+    }
+    let Some(code) = query.code.as_deref() else {
+        return back("access_denied", "Google returned no code");
+    };
+    let user = match facade.sign_in(code, &pending).await {
+        Ok(user) => user,
+        Err(Failure::Denied(why)) => return back("access_denied", &why),
+        Err(Failure::Unavailable(why)) => {
+            tracing::warn!(problem = %why, "sign-in could not complete");
+            return back(
+                "temporarily_unavailable",
+                "sign-in is unavailable; try again shortly",
+            );
+        }
+    };
+    let now = unix_now();
+    let grant = CodeGrant {
+        client_id: request.client_id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        code_challenge: request.code_challenge.clone(),
+        scope: request.scope.clone(),
+        user,
+        session: random_token(),
+        session_expires: now + facade.settings.session_ttl.as_secs(),
+    };
+    let our_code = random_token();
+    if let Err(error) = facade
+        .sessions
+        .save_code(&our_code, &grant, facade.settings.code_ttl)
+        .await
+    {
+        tracing::error!(%error, "saving an authorization code failed");
+        return back(
+            "temporarily_unavailable",
+            "sign-in is unavailable; try again shortly",
+        );
+    }
+    tracing::info!(
+        event = "sign_in",
+        email = %grant.user.email,
+        client_id = %short(&grant.client_id),
+        "signed in"
+    );
+    let Ok(mut url) = Url::parse(&request.redirect_uri) else {
+        return back("server_error", "bad redirect URI");
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("code", &our_code);
+        if let Some(state) = &request.state {
+            query.append_pair("state", state);
+        }
+        query.append_pair("iss", facade.issuer());
+    }
+    page::redirect(StatusCode::FOUND, url.as_str())
+}
+
+// === impl Facade ===
+
+impl Facade {
+    /// Google's code -> verified ID token -> an admitted user.
+    async fn sign_in(&self, code: &str, pending: &PendingSignIn) -> Result<User, Failure> {
+        let endpoints = self
+            .google
+            .sign_in_endpoints()
+            .ok_or_else(|| Failure::Unavailable("Google discovery not done".into()))?;
+        let callback = self.settings.callback_url();
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &callback),
+            ("client_id", &self.settings.google_client_id),
+            ("client_secret", self.settings.google_client_secret.expose()),
+            ("code_verifier", &pending.verifier),
+        ];
+        let response = self
+            .http
+            .post(endpoints.token)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("Google token endpoint: {e}")))?;
+        let status = response.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(Failure::Unavailable(format!(
+                "Google token endpoint answered {status}"
+            )));
+        }
+        if !status.is_success() {
+            tracing::warn!(%status, "Google refused our code exchange");
+            return Err(Failure::Denied("Google refused the sign-in".into()));
+        }
+        let tokens: GoogleTokens = response
+            .json()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("Google token response: {e}")))?;
+        let id_token = tokens
+            .id_token
+            .ok_or_else(|| Failure::Denied("Google returned no ID token".into()))?;
+        let principal = match self.google.verify_sign_in(&id_token, &pending.nonce).await {
+            Ok(principal) => principal,
+            Err(VerifyError::Token(error)) => {
+                tracing::warn!(
+                    reason = error.reason(),
+                    "Google ID token at sign-in refused"
+                );
+                return Err(Failure::Denied(
+                    "the Google sign-in could not be verified".into(),
+                ));
+            }
+            Err(VerifyError::Backend(error)) => {
+                return Err(Failure::Unavailable(error.to_string()));
+            }
+        };
+        self.admit(&principal).await?;
+        let email = principal
+            .email
+            .clone()
+            .ok_or_else(|| Failure::Denied("the Google account has no email address".into()))?;
+        Ok(User {
+            sub: principal.sub,
+            email,
+            hd: principal.hosted_domain,
+        })
+    }
+
+    /// The default policy's domain, user and group requirements (at sign-in and at refresh).
+    pub(super) async fn admit(&self, principal: &Principal) -> Result<(), Failure> {
+        match self.authorizer.admit_sign_in(principal).await {
+            Ok(Ok(_grant)) => Ok(()),
+            Ok(Err(refusal)) => {
+                tracing::info!(
+                    event = "sign_in_refused",
+                    reason = refusal.why.reason(),
+                    policy = %refusal.policy,
+                    "account not admitted"
+                );
+                Err(Failure::Denied(format!(
+                    "this account is not allowed: {}",
+                    refusal.why
+                )))
+            }
+            Err(error) => Err(Failure::Unavailable(error.to_string())),
+        }
+    }
+}
+
+/// Sealed client ids are long; logs need only enough to tell clients apart.
+pub(super) fn short(client_id: &str) -> &str {
+    let end = client_id
+        .char_indices()
+        .nth(48)
+        .map_or(client_id.len(), |(i, _)| i);
+    &client_id[..end]
+}

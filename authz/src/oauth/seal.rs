@@ -1,0 +1,100 @@
+//! Values we hand out and must recognise later without storing them (registered client ids,
+//! consent forms): the payload travels with an HMAC-SHA256 tag. Several keys open, the first
+//! seals, so a key can be rotated without invalidating what is in flight.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What a sealed value is for; part of the MAC, so one kind can never pass for another.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose {
+    ClientId,
+    ConsentRequest,
+    ConsentCsrf,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::ClientId => b"authz client id v1\0",
+            Purpose::ConsentRequest => b"authz consent request v1\0",
+            Purpose::ConsentCsrf => b"authz consent csrf v1\0",
+        }
+    }
+}
+
+pub struct Sealer {
+    keys: Vec<Vec<u8>>,
+}
+
+impl Sealer {
+    /// `keys` must not be empty (the config guarantees it, or one is generated).
+    pub fn new(keys: Vec<Vec<u8>>) -> Sealer {
+        assert!(!keys.is_empty(), "a sealer needs a key");
+        Sealer { keys }
+    }
+
+    /// `base64url(payload) "." base64url(tag)`: URL-safe, so it can be a client id.
+    pub fn seal(&self, purpose: Purpose, payload: &[u8]) -> String {
+        let body = URL_SAFE_NO_PAD.encode(payload);
+        let tag = URL_SAFE_NO_PAD.encode(self.tag(&self.keys[0], purpose, body.as_bytes()));
+        format!("{body}.{tag}")
+    }
+
+    /// The payload, if `sealed` carries a valid tag under any key (constant-time comparison).
+    pub fn open(&self, purpose: Purpose, sealed: &str) -> Option<Vec<u8>> {
+        let (body, tag) = sealed.split_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        let valid = self.keys.iter().any(|key| {
+            let mut mac = mac(key, purpose);
+            mac.update(body.as_bytes());
+            mac.verify_slice(&tag).is_ok()
+        });
+        if !valid {
+            return None;
+        }
+        URL_SAFE_NO_PAD.decode(body).ok()
+    }
+
+    /// A tag over `data` alone (for values compared, not opened).
+    pub fn tag_text(&self, purpose: Purpose, data: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(self.tag(&self.keys[0], purpose, data))
+    }
+
+    /// Checks a [`Sealer::tag_text`] under any key, in constant time.
+    pub fn verify_tag(&self, purpose: Purpose, data: &[u8], tag: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
+            return false;
+        };
+        self.keys.iter().any(|key| {
+            let mut mac = mac(key, purpose);
+            mac.update(data);
+            mac.verify_slice(&tag).is_ok()
+        })
+    }
+
+    fn tag(&self, key: &[u8], purpose: Purpose, data: &[u8]) -> Vec<u8> {
+        let mut mac = mac(key, purpose);
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    }
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+fn mac(key: &[u8], purpose: Purpose) -> HmacSha256 {
+    // HMAC takes keys of any length; the config requires at least 32 bytes.
+    let mut mac = HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(purpose.label());
+    mac
+}

@@ -1,0 +1,225 @@
+//! What the facade must remember between requests, possibly on another replica: pending
+//! sign-ins, authorization codes, refresh tokens and revoked sessions. Everything lives in the
+//! [`Store`] under a key derived from a SHA-256 of the secret value (never the value itself),
+//! and expires on its own.
+//!
+//! A session is one sign-in: its authorization code, the refresh tokens that rotate from it and
+//! the access tokens they mint all carry its id, so revoking it ends all of them.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+
+use super::access_token::User;
+use crate::store::{Store, StoreError, revocations::Revocations};
+
+/// A sign-in waiting for Google's callback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingSignIn {
+    pub request: super::authorize::AuthorizationRequest,
+    /// Our OIDC nonce and PKCE verifier towards Google.
+    pub nonce: String,
+    pub verifier: String,
+    /// SHA-256 of the consent cookie: the callback must come from the same browser.
+    pub browser: String,
+}
+
+/// What an authorization code stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeGrant {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub scope: String,
+    pub user: User,
+    pub session: String,
+    /// Unix seconds after which no refresh token of this session is honoured.
+    pub session_expires: u64,
+}
+
+/// What a refresh token stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshGrant {
+    pub client_id: String,
+    pub scope: String,
+    pub user: User,
+    pub session: String,
+    pub session_expires: u64,
+}
+
+/// A value read with `claim`: the grant, and whether it had been used before.
+#[derive(Debug)]
+pub struct Claimed<T> {
+    pub grant: T,
+    pub replayed: bool,
+}
+
+#[derive(Debug)]
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    revocations: Arc<Revocations>,
+    /// How long a revoked session's access tokens can still be presented.
+    access_token_ttl: Duration,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        revocations: Arc<Revocations>,
+        access_token_ttl: Duration,
+    ) -> Sessions {
+        Sessions {
+            store,
+            revocations,
+            access_token_ttl,
+        }
+    }
+
+    pub async fn save_pending(
+        &self,
+        state: &str,
+        pending: &PendingSignIn,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.insert(&key("signin", state), pending, ttl).await
+    }
+
+    /// The pending sign-in for `state`, removed: a state works once.
+    pub async fn take_pending(&self, state: &str) -> Result<Option<PendingSignIn>, StoreError> {
+        let value = self.store.take(&key("signin", state)).await?;
+        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    pub async fn save_code(
+        &self,
+        code: &str,
+        grant: &CodeGrant,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.insert(&key("code", code), grant, ttl).await
+    }
+
+    /// Uses a code. It stays stored until it expires, so a second use is seen as a replay.
+    pub async fn claim_code(&self, code: &str) -> Result<Option<Claimed<CodeGrant>>, StoreError> {
+        self.claim(&key("code", code)).await
+    }
+
+    pub async fn save_refresh(
+        &self,
+        token: &str,
+        grant: &RefreshGrant,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.insert(&key("refresh", token), grant, ttl).await?;
+        // Off-boarding finds a user's sessions through this index.
+        let index = format!("user-sessions:{}", grant.user.email.to_lowercase());
+        self.store
+            .add_to_set(&index, &grant.session, ttl_until(grant.session_expires))
+            .await
+    }
+
+    /// Reads a refresh token's grant without using it.
+    pub async fn peek_refresh(&self, token: &str) -> Result<Option<RefreshGrant>, StoreError> {
+        let value = self.store.get(&key("refresh", token)).await?;
+        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    pub async fn claim_refresh(
+        &self,
+        token: &str,
+    ) -> Result<Option<Claimed<RefreshGrant>>, StoreError> {
+        self.claim(&key("refresh", token)).await
+    }
+
+    pub async fn forget_refresh(&self, token: &str) -> Result<(), StoreError> {
+        self.store.remove(&key("refresh", token)).await.map(|_| ())
+    }
+
+    /// Ends a session: its refresh tokens stop working, and its access tokens are refused by
+    /// every replica's Check within the revocation poll interval (at once on this one).
+    pub async fn revoke(&self, session: &str, session_expires: u64) -> Result<(), StoreError> {
+        self.store
+            .insert(
+                &format!("revoked:{session}"),
+                b"1".to_vec(),
+                ttl_until(session_expires),
+            )
+            .await?;
+        // Access tokens live at most access_token_ttl (plus leeway): remember that long.
+        let remembered = self.access_token_ttl + Duration::from_secs(120);
+        self.revocations.revoke(session, remembered).await
+    }
+
+    pub async fn is_revoked(&self, session: &str) -> Result<bool, StoreError> {
+        if self.revocations.is_revoked(session) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .get(&format!("revoked:{session}"))
+            .await?
+            .is_some())
+    }
+
+    /// Off-boarding: revokes every session of `email`; returns how many.
+    pub async fn revoke_user(&self, email: &str, session_ttl: Duration) -> Result<u64, StoreError> {
+        let index = format!("user-sessions:{}", email.to_lowercase());
+        let sessions = self.store.set_members(&index).await?;
+        let expires = crate::principal::unix_now() + session_ttl.as_secs();
+        for session in &sessions {
+            self.revoke(session, expires).await?;
+        }
+        Ok(sessions.len() as u64)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    async fn insert<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError {
+            backend: self.store.backend(),
+            problem: format!("encoding: {e}"),
+        })?;
+        // Keys derive from 256 random bits: a collision is not a case to handle.
+        self.store.insert(key, bytes, ttl).await.map(|_| ())
+    }
+
+    async fn claim<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Claimed<T>>, StoreError> {
+        let Some(claimed) = self.store.claim(key).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&claimed.value)
+            .ok()
+            .map(|grant| Claimed {
+                grant,
+                replayed: claimed.earlier_uses > 0,
+            }))
+    }
+}
+
+/// The store key for a secret value of some kind: never the value itself.
+fn key(kind: &str, secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut key = String::with_capacity(kind.len() + 65);
+    key.push_str(kind);
+    key.push(':');
+    for byte in digest {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
+/// From now until `unix`, at least one second.
+pub fn ttl_until(unix: u64) -> Duration {
+    Duration::from_secs(unix.saturating_sub(crate::principal::unix_now()).max(1))
+}

@@ -1,0 +1,171 @@
+//! The `[oauth]` config section: the authorization server MCP clients sign in through.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// `[oauth]`. Absent: no facade; only Google's own tokens are accepted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// Our issuer identifier: the public origin clients reach through Envoy, e.g.
+    /// `https://mcp.example.com`. Used byte for byte in metadata, tokens and responses.
+    pub issuer: String,
+    /// The confidential Google OAuth client (web application) users sign in through. Must be
+    /// one of `google.client_ids`; its redirect URI at Google is `{issuer}/oauth/callback`.
+    pub google_client_id: String,
+    /// That client's secret. Sent only to Google's token endpoint.
+    pub google_client_secret: SecretText,
+    /// ES256 (P-256) private keys, PKCS#8 PEM. The first signs; all verify, so a key is
+    /// rotated by adding the new one second, then moving it first, then dropping the old one.
+    /// Absent: one key is generated at start (tokens then do not survive a restart; refused
+    /// with the Redis store, where replicas must share keys).
+    #[serde(default)]
+    pub signing_keys: Vec<SecretText>,
+    /// HMAC keys (at least 32 bytes) that seal registered client ids and consent forms. The
+    /// first seals; all open. Absent: generated at start, like `signing_keys`.
+    #[serde(default)]
+    pub sealing_keys: Vec<SecretText>,
+    /// Access-token life. Default 10m.
+    #[serde(default = "default_access_token_ttl", with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// A refresh token not used for this long expires. Default 14d.
+    #[serde(default = "default_refresh_token_ttl", with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
+    /// No refresh-token family (one sign-in) lives longer than this. Default 90d.
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Life of an authorization code we issue. Default 60s.
+    #[serde(default = "default_code_ttl", with = "humantime_serde")]
+    pub code_ttl: Duration,
+    /// Time a user has from the consent page to finishing Google's sign-in. Default 10m.
+    #[serde(default = "default_sign_in_ttl", with = "humantime_serde")]
+    pub sign_in_ttl: Duration,
+    /// How long a dynamically registered client id stays valid. Default 90d.
+    #[serde(default = "default_registration_ttl", with = "humantime_serde")]
+    pub registration_ttl: Duration,
+    /// Scopes we advertise and grant. Default `["mcp"]`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Human-readable name in the protected resource metadata and on the consent page.
+    #[serde(default = "default_resource_name")]
+    pub resource_name: String,
+}
+
+/// A secret value from the config: never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn new(value: impl Into<String>) -> SecretText {
+        SecretText(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
+}
+
+// === impl OAuthConfig ===
+
+impl OAuthConfig {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self, google_client_ids: &[String]) -> Result<(), (String, String)> {
+        let fail = |key: &str, message: &str| Err((format!("oauth.{key}"), message.to_string()));
+        match Url::parse(&self.issuer) {
+            Ok(url)
+                if (url.scheme() == "https" || url.scheme() == "http")
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && !self.issuer.ends_with('/') => {}
+            _ => {
+                return fail(
+                    "issuer",
+                    "must be an http(s) URL without query, fragment or trailing slash",
+                );
+            }
+        }
+        if !google_client_ids.contains(&self.google_client_id) {
+            return fail(
+                "google_client_id",
+                "must be one of google.client_ids (its ID tokens are verified like any other)",
+            );
+        }
+        if self.google_client_secret.expose().trim().is_empty() {
+            return fail("google_client_secret", "must not be empty");
+        }
+        if self.sealing_keys.iter().any(|key| key.expose().len() < 32) {
+            return fail("sealing_keys", "every key must be at least 32 bytes");
+        }
+        for (key, ttl) in [
+            ("access_token_ttl", self.access_token_ttl),
+            ("code_ttl", self.code_ttl),
+            ("sign_in_ttl", self.sign_in_ttl),
+            ("refresh_token_ttl", self.refresh_token_ttl),
+            ("registration_ttl", self.registration_ttl),
+        ] {
+            if ttl < Duration::from_secs(1) {
+                return fail(key, "must be at least 1s");
+            }
+        }
+        if self.session_ttl < self.refresh_token_ttl {
+            return fail(
+                "session_ttl",
+                "must not be shorter than oauth.refresh_token_ttl",
+            );
+        }
+        if self.scopes.is_empty() || self.scopes.iter().any(|s| !is_scope_token(s)) {
+            return fail(
+                "scopes",
+                "must list at least one scope of printable characters",
+            );
+        }
+        Ok(())
+    }
+
+    /// Where Google sends the browser back to.
+    pub fn callback_url(&self) -> String {
+        format!("{}/oauth/callback", self.issuer)
+    }
+}
+
+/// RFC 6749 s3.3 scope-token: printable ASCII without space, `"` or `\`.
+fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+fn default_access_token_ttl() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+fn default_refresh_token_ttl() -> Duration {
+    Duration::from_secs(14 * 24 * 3600)
+}
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+fn default_code_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_sign_in_ttl() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+fn default_registration_ttl() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+fn default_scopes() -> Vec<String> {
+    vec!["mcp".to_string()]
+}
+fn default_resource_name() -> String {
+    "MCP servers".to_string()
+}

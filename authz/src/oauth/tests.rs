@@ -1,0 +1,224 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use super::{
+    access_token::{self, Audience, User},
+    clients::{ClientError, Clients, RegistrationRequest},
+    keys::{SigningKeys, generate_pkcs8},
+    redirect,
+    seal::{Purpose, Sealer},
+};
+use crate::google::TokenError;
+
+fn pem() -> String {
+    pem::encode(&pem::Pem::new("PRIVATE KEY", generate_pkcs8().unwrap()))
+}
+
+fn audience() -> Audience {
+    Audience {
+        issuer: "https://mcp.example.com".into(),
+        resource: "https://mcp.example.com/mcp".into(),
+        leeway: 0,
+    }
+}
+
+fn user() -> User {
+    User {
+        sub: "1".into(),
+        email: "ada@example.com".into(),
+        hd: Some("example.com".into()),
+    }
+}
+
+#[test]
+fn redirect_uris_match_exactly_except_the_loopback_port() {
+    let registered = vec![
+        "http://127.0.0.1/callback".to_string(),
+        "https://app.example/cb".to_string(),
+    ];
+    assert!(redirect::matches(&registered, "https://app.example/cb"));
+    assert!(redirect::matches(
+        &registered,
+        "http://127.0.0.1:33418/callback"
+    ));
+    assert!(redirect::matches(&registered, "http://127.0.0.1/callback"));
+    for refused in [
+        "https://app.example/cb/",
+        "https://app.example/cb?x=1",
+        "https://app.example:8443/cb",
+        "https://APP.example/cb",
+        "http://localhost:33418/callback",
+        "http://127.0.0.1:33418/callback/x",
+        "http://127.0.0.1.evil.example/callback",
+        "https://127.0.0.1:33418/callback",
+        "http://user@127.0.0.1:1/callback",
+    ] {
+        assert!(!redirect::matches(&registered, refused), "{refused}");
+    }
+}
+
+#[test]
+fn only_https_or_loopback_http_redirect_uris_can_be_registered() {
+    for ok in [
+        "https://app.example/cb",
+        "http://localhost/callback",
+        "http://127.0.0.1:1/",
+        "http://[::1]/cb",
+    ] {
+        assert!(redirect::check_registrable(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "http://app.example/cb",
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "cursor://x/cb",
+        "https://app.example/cb#frag",
+        "https://u:p@app.example/cb",
+        "/relative",
+    ] {
+        assert!(redirect::check_registrable(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn sealed_values_open_only_with_a_key_and_purpose_that_sealed_them() {
+    let old = Sealer::new(vec![b"k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1".to_vec()]);
+    let rotated = Sealer::new(vec![
+        b"k2k2k2k2k2k2k2k2k2k2k2k2k2k2k2k2".to_vec(),
+        b"k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1".to_vec(),
+    ]);
+    let sealed = old.seal(Purpose::ClientId, b"payload");
+    assert_eq!(
+        rotated.open(Purpose::ClientId, &sealed).unwrap(),
+        b"payload"
+    );
+    assert!(rotated.open(Purpose::ConsentRequest, &sealed).is_none());
+    let fresh = rotated.seal(Purpose::ClientId, b"payload");
+    assert!(old.open(Purpose::ClientId, &fresh).is_none());
+    let (body, tag) = sealed.split_once('.').unwrap();
+    let mut flipped = body.to_string();
+    flipped.replace_range(0..1, if &body[..1] == "A" { "B" } else { "A" });
+    assert!(
+        old.open(Purpose::ClientId, &format!("{flipped}.{tag}"))
+            .is_none()
+    );
+    assert!(old.open(Purpose::ClientId, body).is_none());
+}
+
+#[test]
+fn access_tokens_verify_with_any_configured_key_and_only_for_our_audience() {
+    let (first, second) = (pem(), pem());
+    let old = SigningKeys::from_pem(&[&first]).unwrap();
+    let rotated = SigningKeys::from_pem(&[&second, &first]).unwrap();
+    let (token, _) =
+        access_token::issue(&old, &audience(), &user(), "c", "mcp", "s1", 600).unwrap();
+    assert!(access_token::is_ours(&rotated, &token));
+    let claims = access_token::verify(&rotated, &audience(), &token, false).unwrap();
+    assert_eq!(
+        (claims.email.as_str(), claims.sid.as_str()),
+        ("ada@example.com", "s1")
+    );
+    let principal = access_token::principal(claims);
+    assert_eq!(principal.session.as_deref(), Some("s1"));
+
+    let other = SigningKeys::from_pem(&[&pem()]).unwrap();
+    assert!(!access_token::is_ours(&other, &token));
+    assert_eq!(
+        access_token::verify(&other, &audience(), &token, false).unwrap_err(),
+        TokenError::UnknownKeyId
+    );
+    let elsewhere = Audience {
+        resource: "https://other.example.com/mcp".into(),
+        ..audience()
+    };
+    assert_eq!(
+        access_token::verify(&old, &elsewhere, &token, false).unwrap_err(),
+        TokenError::WrongAudience
+    );
+    let (expired, _) =
+        access_token::issue(&old, &audience(), &user(), "c", "mcp", "s1", 0).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        access_token::verify(&old, &audience(), &expired, false).unwrap_err(),
+        TokenError::Expired
+    );
+    assert!(access_token::verify(&old, &audience(), &expired, true).is_ok());
+}
+
+#[test]
+fn key_ids_are_thumbprints_so_replicas_agree() {
+    let text = pem();
+    let a = SigningKeys::from_pem(&[&text]).unwrap();
+    let b = SigningKeys::from_pem(&[&text]).unwrap();
+    assert_eq!(a.signer().0, b.signer().0);
+    assert_eq!(a.jwks()["keys"][0]["kid"], a.signer().0);
+    assert!(SigningKeys::from_pem(&["not a pem"]).is_err());
+}
+
+fn clients(ttl: u64) -> Clients {
+    let sealer = Arc::new(Sealer::new(vec![vec![7u8; 32]]));
+    Clients::new(sealer, ttl, None)
+}
+
+fn registration(body: serde_json::Value) -> RegistrationRequest {
+    serde_json::from_value(body).unwrap()
+}
+
+#[tokio::test]
+async fn registration_is_stateless_and_the_client_id_carries_it() {
+    let clients = clients(3600);
+    let body = clients
+        .register(registration(serde_json::json!({
+            "redirect_uris": ["http://127.0.0.1/cb"],
+            "client_name": "Inspector\u{0007}",
+            "token_endpoint_auth_method": "client_secret_post",
+        })))
+        .unwrap();
+    assert_eq!(body["token_endpoint_auth_method"], "none");
+    assert!(body.get("client_secret").is_none());
+    let client = clients
+        .resolve(body["client_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.redirect_uris,
+        vec!["http://127.0.0.1/cb".to_string()]
+    );
+    assert_eq!(client.name.as_deref(), Some("Inspector"));
+    assert!(matches!(
+        clients.resolve("made-up").await,
+        Err(ClientError::Unknown)
+    ));
+}
+
+#[tokio::test]
+async fn an_expired_registration_is_refused() {
+    let clients = clients(0);
+    let body = clients
+        .register(registration(
+            serde_json::json!({"redirect_uris": ["https://a.example/cb"]}),
+        ))
+        .unwrap();
+    assert!(matches!(
+        clients.resolve(body["client_id"].as_str().unwrap()).await,
+        Err(ClientError::Expired)
+    ));
+}
+
+#[test]
+fn registrations_that_break_the_rules_are_refused() {
+    let clients = clients(3600);
+    for body in [
+        serde_json::json!({}),
+        serde_json::json!({"redirect_uris": ["http://evil.example/cb"]}),
+        serde_json::json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["implicit"]}),
+        serde_json::json!({"redirect_uris": ["https://a.example/cb"], "response_types": ["token"]}),
+        serde_json::json!({"redirect_uris": vec!["https://a.example/cb"; 9]}),
+    ] {
+        assert!(
+            clients.register(registration(body.clone())).is_err(),
+            "{body}"
+        );
+    }
+}

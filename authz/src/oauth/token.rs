@@ -1,0 +1,347 @@
+//! `POST /oauth/token`: the authorization-code grant (PKCE, redirect URI and client bound to the
+//! code; a replayed code revokes what it issued) and the refresh-token grant (rotation; a
+//! rotated token used again revokes the whole session; the user's domain and groups are
+//! checked again). Clients are public: they identify themselves with `client_id` alone.
+
+use std::sync::Arc;
+
+use axum::{
+    Form,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::Response,
+};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+
+use super::{
+    Facade,
+    access_token::{self, User},
+    authorize::s256,
+    callback::{Failure, short},
+    page, random_token,
+    sessions::{RefreshGrant, ttl_until},
+};
+use crate::principal::{Principal, TokenSource, unix_now};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenForm {
+    grant_type: Option<String>,
+    code: Option<String>,
+    code_verifier: Option<String>,
+    redirect_uri: Option<String>,
+    client_id: Option<String>,
+    refresh_token: Option<String>,
+    resource: Option<String>,
+}
+
+/// An error answer: status, OAuth error code, description.
+type Refused = (StatusCode, &'static str, String);
+
+/// `POST /oauth/token`, form-encoded.
+pub async fn token(
+    State(facade): State<Arc<Facade>>,
+    headers: HeaderMap,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return page::oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        );
+    };
+    let result = match form.grant_type.as_deref() {
+        Some("authorization_code") => facade.authorization_code(&headers, &form).await,
+        Some("refresh_token") => facade.refresh(&headers, &form).await,
+        Some(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be authorization_code or refresh_token".into(),
+        )),
+        None => Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is required".into(),
+        )),
+    };
+    match result {
+        Ok(response) => response,
+        Err((status, code, description)) => {
+            if status != StatusCode::SERVICE_UNAVAILABLE {
+                tracing::info!(event = "token_refused", error = code, %description);
+            }
+            page::oauth_error(status, code, &description)
+        }
+    }
+}
+
+// === impl Facade ===
+
+impl Facade {
+    async fn authorization_code(
+        &self,
+        headers: &HeaderMap,
+        form: &TokenForm,
+    ) -> Result<Response, Refused> {
+        let client_id = self.token_client(headers, form).await?;
+        let code = form
+            .code
+            .as_deref()
+            .ok_or_else(|| invalid_request("code is required"))?;
+        let claimed = self
+            .sessions
+            .claim_code(code)
+            .await
+            .map_err(store_down)?
+            .ok_or_else(|| invalid_grant("the code is unknown or has expired"))?;
+        let grant = claimed.grant;
+        if claimed.replayed {
+            // RFC 6749 s4.1.2: a code used twice revokes what was issued with it.
+            tracing::warn!(event = "code_replay", client_id = %short(&client_id), "session revoked");
+            self.sessions
+                .revoke(&grant.session, grant.session_expires)
+                .await
+                .map_err(store_down)?;
+            return Err(invalid_grant(
+                "the code was already used; its tokens are revoked",
+            ));
+        }
+        if grant.client_id != client_id {
+            return Err(invalid_grant("the code was issued to another client"));
+        }
+        if form.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
+            return Err(invalid_grant(
+                "redirect_uri must be the one of the authorization request",
+            ));
+        }
+        let verifier = form
+            .code_verifier
+            .as_deref()
+            .ok_or_else(|| invalid_grant("code_verifier is required (PKCE)"))?;
+        let challenge_ok = is_verifier(verifier)
+            && bool::from(
+                s256(verifier)
+                    .as_bytes()
+                    .ct_eq(grant.code_challenge.as_bytes()),
+            );
+        if !challenge_ok {
+            return Err(invalid_grant(
+                "code_verifier does not match the code_challenge",
+            ));
+        }
+        self.check_resource(form)?;
+        let refresh = RefreshGrant {
+            client_id,
+            scope: grant.scope,
+            user: grant.user,
+            session: grant.session,
+            session_expires: grant.session_expires,
+        };
+        self.issue(&refresh).await
+    }
+
+    async fn refresh(&self, headers: &HeaderMap, form: &TokenForm) -> Result<Response, Refused> {
+        let client_id = self.token_client(headers, form).await?;
+        let old = form
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| invalid_request("refresh_token is required"))?;
+        let grant = self
+            .sessions
+            .peek_refresh(old)
+            .await
+            .map_err(store_down)?
+            .ok_or_else(|| invalid_grant("the refresh token is unknown or has expired"))?;
+        if grant.client_id != client_id {
+            return Err(invalid_grant(
+                "the refresh token was issued to another client",
+            ));
+        }
+        if grant.session_expires <= unix_now() {
+            return Err(invalid_grant("the session has expired; sign in again"));
+        }
+        if self
+            .sessions
+            .is_revoked(&grant.session)
+            .await
+            .map_err(store_down)?
+        {
+            return Err(invalid_grant("the session was revoked; sign in again"));
+        }
+        self.check_resource(form)?;
+        // The user may have left the domain or a group since signing in.
+        match self.admit(&principal_of(&grant.user)).await {
+            Ok(()) => {}
+            Err(Failure::Denied(why)) => {
+                self.sessions
+                    .revoke(&grant.session, grant.session_expires)
+                    .await
+                    .map_err(store_down)?;
+                return Err(invalid_grant(&why));
+            }
+            Err(Failure::Unavailable(why)) => {
+                tracing::warn!(problem = %why, "refresh could not check the policy");
+                return Err(unavailable("the policy check"));
+            }
+        }
+        // Store the successor first, then use up the old token: a store failure in between
+        // leaves the old token valid rather than burning the session.
+        let (response, new) = self.issue_with_token(&grant).await?;
+        let claimed = self.sessions.claim_refresh(old).await.map_err(store_down)?;
+        match claimed {
+            Some(claimed) if !claimed.replayed => Ok(response),
+            Some(_) => {
+                tracing::warn!(event = "refresh_replay", client_id = %short(&client_id), "session revoked");
+                let _ = self.sessions.forget_refresh(&new).await;
+                self.sessions
+                    .revoke(&grant.session, grant.session_expires)
+                    .await
+                    .map_err(store_down)?;
+                Err(invalid_grant(
+                    "the refresh token was already used; the session is revoked",
+                ))
+            }
+            None => {
+                let _ = self.sessions.forget_refresh(&new).await;
+                Err(invalid_grant("the refresh token has expired"))
+            }
+        }
+    }
+
+    /// The client making a token request: `client_id` from the form (or HTTP Basic with an
+    /// empty password, which some public clients send), and it must still resolve.
+    async fn token_client(&self, headers: &HeaderMap, form: &TokenForm) -> Result<String, Refused> {
+        let client_id = form
+            .client_id
+            .clone()
+            .or_else(|| basic_user(headers))
+            .ok_or_else(|| invalid_client("client_id is required"))?;
+        self.clients
+            .resolve(&client_id)
+            .await
+            .map_err(|e| invalid_client(&e.to_string()))?;
+        Ok(client_id)
+    }
+
+    fn check_resource(&self, form: &TokenForm) -> Result<(), Refused> {
+        match form.resource.as_deref() {
+            Some(resource) if !self.is_our_resource(resource) => Err((
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "the resource is not served here".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn issue(&self, grant: &RefreshGrant) -> Result<Response, Refused> {
+        self.issue_with_token(grant)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// Mints an access token and a refresh token of `grant`'s session; returns the response
+    /// and the new refresh token.
+    async fn issue_with_token(&self, grant: &RefreshGrant) -> Result<(Response, String), Refused> {
+        let ttl = self.settings.access_token_ttl.as_secs();
+        let (access, _) = access_token::issue(
+            &self.tokens.keys,
+            &self.tokens.audience,
+            &grant.user,
+            &grant.client_id,
+            &grant.scope,
+            &grant.session,
+            ttl,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing an access token failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "token signing failed".into(),
+            )
+        })?;
+        let refresh = random_token();
+        let life = ttl_until(grant.session_expires).min(self.settings.refresh_token_ttl);
+        self.sessions
+            .save_refresh(&refresh, grant, life)
+            .await
+            .map_err(store_down)?;
+        let body = json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "refresh_token": refresh,
+            "scope": grant.scope,
+        });
+        Ok((page::json(StatusCode::OK, &body), refresh))
+    }
+}
+
+/// The principal a refresh speaks for, to run the policy again.
+fn principal_of(user: &User) -> Principal {
+    Principal {
+        sub: user.sub.clone(),
+        email: Some(user.email.clone()),
+        email_verified: true,
+        hosted_domain: user.hd.clone(),
+        expires_at: unix_now() + 60,
+        source: TokenSource::Facade,
+        session: None,
+    }
+}
+
+/// RFC 7636 s4.1: 43 to 128 unreserved characters.
+fn is_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (user, _) = decoded.split_once(':')?;
+    let user = url::form_urlencoded::parse(format!("u={user}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())?;
+    (!user.is_empty()).then_some(user)
+}
+
+fn invalid_request(description: &str) -> Refused {
+    (
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        description.into(),
+    )
+}
+
+fn invalid_grant(description: &str) -> Refused {
+    (StatusCode::BAD_REQUEST, "invalid_grant", description.into())
+}
+
+fn invalid_client(description: &str) -> Refused {
+    (
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        description.into(),
+    )
+}
+
+fn unavailable(what: &str) -> Refused {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        format!("{what} is unavailable; try again shortly"),
+    )
+}
+
+fn store_down(error: crate::store::StoreError) -> Refused {
+    tracing::error!(%error, "the OAuth store failed");
+    unavailable("the session store")
+}
