@@ -5,7 +5,7 @@ import pathlib
 import signal
 import tempfile
 
-from stack import ADA, BOB, GRACE, Stack, demo_workspace, free_port
+from stack import ADA, BOB, CONSUMER, GRACE, Stack, demo_workspace, free_port, oauth_config
 
 
 def main():
@@ -14,12 +14,24 @@ def main():
     args = parser.parse_args()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="authz-dev-"))
     port = args.port
-    options = dict(upstream="mcp", before_authz=demo_workspace(workdir))
+
+    def options(port: int) -> dict:
+        # The OAuth facade's issuer and the MCP resource are Envoy's public origin.
+        origin = f"https://localhost:{port}"
+        workspace = demo_workspace(workdir)
+
+        def before_authz(standin):
+            settings = workspace(standin)
+            settings["extra_config"] = oauth_config(standin, origin) + settings["extra_config"]
+            return settings
+
+        return dict(upstream="mcp", before_authz=before_authz, resource_url=f"{origin}/mcp")
+
     try:
-        stack = Stack(workdir, envoy_port=port, **options)
+        stack = Stack(workdir, envoy_port=port, **options(port))
     except OSError:
         port = free_port()
-        stack = Stack(workdir, envoy_port=port, **options)
+        stack = Stack(workdir, envoy_port=port, **options(port))
     try:
         id_token = stack.standin.id_token()
         access_token = stack.standin.access_token()
@@ -37,6 +49,12 @@ authz local stack is up (logs and config in {workdir})
 
 No token -> 401 with the resource_metadata challenge:
   curl -si --cacert {cert} https://localhost:{port}/mcp
+
+Sign in like an MCP client (the OAuth facade; the stand-in plays Google's sign-in page):
+  point an MCP client (MCP Inspector, VS Code, the Python SDK) at https://localhost:{port}/mcp
+  (trust {cert}), allow it on the consent page, and at "Sign in with Google" type
+  {ADA} (or {GRACE}; {BOB} and {CONSUMER} are refused). Metadata:
+  curl -s --cacert {cert} https://localhost:{port}/.well-known/oauth-authorization-server
 
 The MCP server (the official Python SDK) at /mcp, default policy (any Workspace account).
 A Workspace ID token -> 200; the whoami tool shows the identity headers authz set:

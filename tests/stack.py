@@ -219,6 +219,24 @@ def demo_workspace(workdir: pathlib.Path, timings: dict | None = None):
     return before_authz
 
 
+# The Google web client the OAuth facade signs users in through (registered at the stand-in).
+GOOGLE_CLIENT_SECRET = "stand-in-google-client-secret"
+CONSUMER = f"mallory@{DOMAIN}"  # a consumer Google account with the company's email suffix: no hd
+
+
+def oauth_config(standin: "StandIn", origin: str, **settings) -> str:
+    """Registers the facade's Google client and the demo accounts at the stand-in, and returns
+    the [oauth] section for an authz served at `origin` (Envoy's public https origin).
+    `settings` are further [oauth] keys, given as TOML values."""
+    standin.add_oauth_client(CLIENT_ID, GOOGLE_CLIENT_SECRET, [f"{origin}/oauth/callback"])
+    for email in (ADA, GRACE, BOB):
+        standin.add_user(email, hd=DOMAIN)
+    standin.add_user(CONSUMER)
+    lines = ["[oauth]", f'issuer = "{origin}"', f'google_client_id = "{CLIENT_ID}"',
+             f'google_client_secret = "{GOOGLE_CLIENT_SECRET}"']
+    lines += [f"{key} = {value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
 class EchoUpstream:
     """An upstream that answers every request with what it received, as JSON."""
 
@@ -392,7 +410,8 @@ class Envoy:
     """A real Envoy running envoy/local.yaml with this stack's ports filled in."""
 
     def __init__(self, workdir: pathlib.Path, authz: Authz, upstream_port: int,
-                 template: pathlib.Path = ROOT / "envoy" / "local.yaml", port: int | None = None):
+                 template: pathlib.Path = ROOT / "envoy" / "local.yaml", port: int | None = None,
+                 replicas: tuple = ()):
         self.port = port or free_port()
         self.admin_port = free_port()
         self.cert, key = self_signed_cert(workdir)
@@ -403,6 +422,11 @@ class Envoy:
             "UPSTREAM_HOST": "127.0.0.1", "UPSTREAM_PORT": upstream_port,
         }
         config = string.Template(template.read_text()).substitute(values)
+        # More authz replicas: the same endpoint line again with their ports (round robin).
+        for replica in replicas:
+            for first, theirs in ((authz.grpc_port, replica.grpc_port), (authz.http_port, replica.http_port)):
+                line = next(l for l in config.splitlines() if f"port_value: {first} " in l and "endpoint:" in l)
+                config = config.replace(line, line + "\n" + line.replace(f"port_value: {first} ", f"port_value: {theirs} "))
         config_path = workdir / "envoy.yaml"
         config_path.write_text(config)
         self.url = f"https://localhost:{self.port}"
