@@ -38,6 +38,9 @@ pub struct Config {
     /// Google group membership lookups (`[groups]`); required when a policy names groups.
     #[serde(default)]
     pub groups: Option<crate::groups::GroupsConfig>,
+    /// How secret references are re-read (`[secrets]`).
+    #[serde(default)]
+    pub secrets: crate::secrets::SecretsConfig,
     pub resource: Resource,
     #[serde(default)]
     pub cache: Cache,
@@ -269,6 +272,9 @@ impl Config {
         }
         if self.headers.email == self.headers.user {
             return fail("headers.user", "must differ from headers.email");
+        }
+        if let Err((key, message)) = self.secrets.validate() {
+            return fail(key, &message);
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return fail("log.level", &e.to_string());
