@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod groups;
+mod moto;
 mod policies;
+mod secrets;
 mod shutdown;
 mod verification;
