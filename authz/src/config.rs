@@ -40,6 +40,9 @@ pub struct Config {
     /// Google group membership lookups (`[groups]`); required when a policy names groups.
     #[serde(default)]
     pub groups: Option<crate::groups::GroupsConfig>,
+    /// How secret references are re-read (`[secrets]`).
+    #[serde(default)]
+    pub secrets: crate::secrets::SecretsConfig,
     pub resource: Resource,
     /// The OAuth authorization server for MCP clients (`[oauth]`); off when absent.
     #[serde(default)]
@@ -377,6 +380,9 @@ impl Config {
         }
         if self.headers.email == self.headers.user {
             return fail("headers.user", "must differ from headers.email");
+        }
+        if let Err((key, message)) = self.secrets.validate() {
+            return fail(key, &message);
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return fail("log.level", &e.to_string());

@@ -28,6 +28,7 @@ use url::Url;
 
 use crate::{
     metrics::{CacheName, CacheResult, Metrics},
+    secrets::Secrets,
     service_auth::{AuthError, AwsEnv, Endpoints, ServiceAuth},
 };
 
@@ -160,11 +161,8 @@ enum Backend {
 impl GroupsConfig {
     /// Checks what serde cannot; the error is one line naming the key.
     pub fn validate(&self) -> Result<(), String> {
-        let subject = match &self.credentials {
-            CredentialsConfig::ServiceAccountKey { subject, .. }
-            | CredentialsConfig::ExternalAccount { subject, .. } => subject,
-        };
-        if self.api == Api::Directory && subject.is_none() {
+        self.credentials.source()?;
+        if self.api == Api::Directory && self.credentials.subject().is_none() {
             return Err("groups.credentials.subject: api = \"directory\" needs a Workspace admin to impersonate (domain-wide delegation); set subject, or use api = \"cloud-identity\"".into());
         }
         for (key, value) in [
@@ -214,24 +212,29 @@ impl GroupsConfig {
 // === impl Groups ===
 
 impl Groups {
-    /// Start-up: validates, reads the credential file and the AWS environment variables,
-    /// builds the clients. No network.
-    pub fn new(config: &GroupsConfig) -> anyhow::Result<Groups> {
-        Groups::with_aws_env(config, AwsEnv::from_process())
-    }
-
-    /// [`Groups::new`] with the AWS variables given rather than read from the process.
-    pub fn with_aws_env(config: &GroupsConfig, aws_env: AwsEnv) -> anyhow::Result<Groups> {
-        Groups::build(config, aws_env, Arc::default())
-    }
-
-    /// [`Groups::new`], recording cache use and calls to Google into `metrics`.
-    pub fn with_metrics(config: &GroupsConfig, metrics: Arc<Metrics>) -> anyhow::Result<Groups> {
-        Groups::build(config, AwsEnv::from_process(), metrics)
-    }
-
-    fn build(
+    /// Start-up: validates, reads the credential JSON through `secrets` (which keeps it
+    /// fresh), reads the AWS environment variables, builds the clients. No Google calls.
+    pub async fn new(
         config: &GroupsConfig,
+        secrets: &Secrets,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Groups> {
+        Groups::build(config, secrets, AwsEnv::from_process(), metrics).await
+    }
+
+    /// [`Groups::new`] with the AWS variables given rather than read from the process, and
+    /// metrics of its own.
+    pub async fn with_aws_env(
+        config: &GroupsConfig,
+        secrets: &Secrets,
+        aws_env: AwsEnv,
+    ) -> anyhow::Result<Groups> {
+        Groups::build(config, secrets, aws_env, Arc::default()).await
+    }
+
+    async fn build(
+        config: &GroupsConfig,
+        secrets: &Secrets,
         aws_env: AwsEnv,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Groups> {
@@ -245,8 +248,11 @@ impl Groups {
             token_url: config.token_url.clone(),
             iam_credentials_url: config.iam_credentials_url.clone(),
         };
+        let (key, reference) = config.credentials.source().map_err(anyhow::Error::msg)?;
+        let credential = secrets.resolve(key, &reference).await?;
         let auth = Arc::new(ServiceAuth::new(
             &config.credentials,
+            credential,
             endpoints,
             scope,
             aws_env,

@@ -6,6 +6,8 @@
 //! - [`credentials`]: finding the bearer token in a request and telling its kind.
 //! - [`google`]: verifying Google ID tokens (local, JWKS) and access tokens (tokeninfo, userinfo).
 //! - [`principal`]: the verified identity the rest of the service sees.
+//! - [`secrets`]: secret config values (inline, a file, or AWS Secrets Manager), resolved at
+//!   start-up and re-read on an interval so a rotation needs no restart.
 //! - [`service_auth`]: our service account's Google API access token (key file, or keyless
 //!   through Workload Identity Federation from AWS), cached and refreshed once.
 //! - [`groups`]: Google group membership (Directory or Cloud Identity API) behind a cache that
@@ -49,6 +51,7 @@ pub mod oauth;
 pub mod policy;
 pub mod principal;
 pub mod reload;
+pub mod secrets;
 pub mod service_auth;
 pub mod store;
 pub mod telemetry;
@@ -65,7 +68,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     authorizer::Authorizer, check::CheckService, config::Config, google::Google, groups::Groups,
-    reload::Reloader,
+    reload::Reloader, secrets::Secrets,
 };
 
 /// The listeners, bound before anything starts so a taken port fails the start cleanly.
@@ -124,9 +127,12 @@ pub async fn run_reloadable(
     let metrics = Arc::new(metrics::Metrics::new());
     let google =
         Google::with_metrics(&config, metrics.clone()).context("building the Google client")?;
+    // Every configured secret is read here once: one that cannot be read stops the start.
+    let secrets = Secrets::new(&config.secrets, metrics.clone());
     let groups = match &config.groups {
         Some(groups) => Some(Arc::new(
-            Groups::with_metrics(groups, metrics.clone())
+            Groups::new(groups, &secrets, metrics.clone())
+                .await
                 .context("setting up group membership lookups")?,
         )),
         None => None,
@@ -166,12 +172,14 @@ pub async fn run_reloadable(
         None => None,
     };
     background.spawn(google.clone().run(shutdown.child_token()));
+    background.spawn(secrets.clone().run(shutdown.child_token()));
     let watches_file = source.path.is_some();
     let reloader = Arc::new(Reloader::new(
         source,
         config.clone(),
         groups.clone(),
         authorizer.clone(),
+        secrets,
     ));
     if watches_file {
         background.spawn(reloader.clone().watch(RELOAD_POLL, shutdown.child_token()));

@@ -123,13 +123,17 @@ async fn serve(config: Config, source: authz::reload::Source) -> anyhow::Result<
     tracing::info!(%grpc, %http, %admin, "listening");
     let grace = config.listen.shutdown_grace;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(authz::run_reloadable(
+    let mut server = tokio::spawn(authz::run_reloadable(
         config,
         source,
         listeners,
         shutdown.clone(),
     ));
-    wait_for_signal().await?;
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        // Ended without being asked: it could not start (a secret it cannot read, ...).
+        joined = &mut server => return joined?,
+    }
     tracing::info!(grace = ?grace, "shutting down; draining in-flight checks");
     shutdown.cancel();
     match tokio::time::timeout(grace, server).await {

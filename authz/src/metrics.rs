@@ -2,8 +2,9 @@
 //!
 //! One [`Metrics`] per process, shared as `Arc<Metrics>`; each component that records holds a
 //! clone of the `Arc`, and tests build their own. Every label value is a `&'static str` from a
-//! fixed set (decision, reason, cache, endpoint, outcome): never an email, a group, a token or a
-//! policy name, so the number of series is bounded whatever requests arrive. Recording is a few
+//! fixed set (decision, reason, cache, endpoint, outcome), or a config key naming a configured
+//! secret: never an email, a group, a token or a policy name, so the number of series is bounded
+//! whatever requests arrive. Recording is a few
 //! atomic operations behind a read lock; a label set is copied only the first time it is seen.
 
 use std::{future::Future, sync::Arc, time::Duration, time::Instant};
@@ -55,6 +56,7 @@ pub struct Metrics {
     outages: Family<EndpointLabel, Counter>,
     client_metadata_fetches: Family<ResultLabel, Counter>,
     store_errors: Family<StoreLabels, Counter>,
+    secret_refreshes: Family<SecretLabels, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,6 +97,13 @@ struct ResultLabel {
 struct StoreLabels {
     backend: &'static str,
     operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SecretLabels {
+    /// The config key (`groups.credentials.json`): the config bounds the set.
+    secret: String,
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -162,6 +171,18 @@ pub enum JwksTrigger {
     Scheduled,
     /// A token named a key we did not know (rate-limited).
     UnknownKid,
+}
+
+/// How one re-read of a secret ended, as the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOutcome {
+    /// Read (changed or not).
+    Ok,
+    /// Not read (file gone, secret missing, access denied, timeout): the last good value stays.
+    Error,
+    /// Read, but its consumer could not use it (a key that does not parse): the previous value
+    /// stays in use.
+    Unusable,
 }
 
 // === impl Metrics ===
@@ -232,6 +253,12 @@ impl Metrics {
             "Shared-state store calls that failed (unreachable, timed out, full), by operation",
             store_errors.clone(),
         );
+        let secret_refreshes = Family::default();
+        registry.register(
+            "secret_refreshes",
+            "Re-reads of secrets from files and Secrets Manager by config key and outcome",
+            secret_refreshes.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -249,6 +276,7 @@ impl Metrics {
             outages,
             client_metadata_fetches,
             store_errors,
+            secret_refreshes,
         }
     }
 
@@ -352,6 +380,15 @@ impl Metrics {
             .inc();
     }
 
+    pub fn secret_refresh(&self, secret: &str, outcome: SecretOutcome) {
+        self.secret_refreshes
+            .get_or_create(&SecretLabels {
+                secret: secret.to_string(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
     pub fn set_cache_entries(&self, cache: CacheName, entries: u64) {
         self.cache_entries
             .get_or_create(&CacheNameLabel {
@@ -375,7 +412,7 @@ impl Default for Metrics {
     }
 }
 
-// === impl CacheName, CacheResult, GoogleEndpoint, Outcome, JwksTrigger ===
+// === impl CacheName, CacheResult, GoogleEndpoint, Outcome, JwksTrigger, SecretOutcome ===
 
 impl CacheName {
     pub fn as_str(self) -> &'static str {
@@ -439,6 +476,16 @@ impl JwksTrigger {
         match self {
             JwksTrigger::Scheduled => "scheduled",
             JwksTrigger::UnknownKid => "unknown_kid",
+        }
+    }
+}
+
+impl SecretOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretOutcome::Ok => "ok",
+            SecretOutcome::Error => "error",
+            SecretOutcome::Unusable => "unusable",
         }
     }
 }

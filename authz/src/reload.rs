@@ -1,11 +1,13 @@
 //! Reloading the configuration while serving: on SIGHUP, and when the config file changes.
 //!
 //! A reload reads the file again, overlays the same `AUTHZ_*` environment as at start-up, and
-//! validates the result exactly as at start-up. Only then does it swap in the new policies,
-//! routes, domains and group settings, in one atomic step ([`Authorizer::replace_rules`]). A
-//! file that does not validate, or that changes a section only a restart can apply (listeners,
-//! Google, resource, cache, headers, envoy, log, oauth), changes nothing: authz keeps serving with the
-//! old config and logs one ERROR line naming the key.
+//! validates the result exactly as at start-up (a changed `[groups]` reads its credential JSON
+//! again, and a secret that cannot be read fails the reload). Only then does it swap in the new
+//! policies, routes, domains and group settings, in one atomic step
+//! ([`Authorizer::replace_rules`]). A file that does not validate, or that changes a section only
+//! a restart can apply (listeners, Google, resource, cache, headers, envoy, log, secrets,
+//! oauth, client_metadata), changes
+//! nothing: authz keeps serving with the old config and logs one ERROR line naming the key.
 //!
 //! The verdict and identity caches are kept across reloads (their keys include the policy
 //! fingerprint, so nothing cached under the old policies answers under the new ones). The
@@ -18,7 +20,7 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -30,6 +32,7 @@ use crate::{
     authorizer::{Authorizer, MembershipLookup},
     config::{Config, ConfigError},
     groups::Groups,
+    secrets::Secrets,
 };
 
 /// Where the configuration came from, kept to read it again the same way.
@@ -79,9 +82,12 @@ pub enum Trigger {
 pub struct Reloader {
     source: Source,
     authorizer: Arc<Authorizer>,
-    /// The config serving now and its group lookup. A std mutex: held for a whole reload so
-    /// two reloads (SIGHUP and the poller) cannot interleave; a reload never awaits.
-    current: Mutex<Current>,
+    /// Resolves the credential secret of a changed `[groups]`.
+    secrets: Arc<Secrets>,
+    /// The config serving now and its group lookup. Held for a whole reload so two reloads
+    /// (SIGHUP and the poller) cannot interleave; an async mutex, because a changed `[groups]`
+    /// reads its credential (perhaps from Secrets Manager) while holding it.
+    current: tokio::sync::Mutex<Current>,
     version: ArcSwap<Version>,
 }
 
@@ -144,6 +150,7 @@ impl Reloader {
         config: Config,
         groups: Option<Arc<Groups>>,
         authorizer: Arc<Authorizer>,
+        secrets: Arc<Secrets>,
     ) -> Reloader {
         let version = Version {
             fingerprint: config.policy_fingerprint(),
@@ -155,7 +162,8 @@ impl Reloader {
         Reloader {
             source,
             authorizer,
-            current: Mutex::new(Current { config, groups }),
+            secrets,
+            current: tokio::sync::Mutex::new(Current { config, groups }),
             version: ArcSwap::from_pointee(version),
         }
     }
@@ -165,30 +173,9 @@ impl Reloader {
     }
 
     /// Reads, validates and swaps in the configuration; on any error nothing changes.
-    pub fn reload(&self) -> Result<Arc<Version>, ReloadError> {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = self.source.load().and_then(|next| {
-            restart_only_change(&current.config, &next)?;
-            let groups = if next.groups == current.config.groups {
-                current.groups.clone()
-            } else {
-                match &next.groups {
-                    Some(settings) => Some(Arc::new(
-                        Groups::new(settings).map_err(|e| ReloadError::Groups(format!("{e:#}")))?,
-                    )),
-                    None => None,
-                }
-            };
-            let lookup = groups
-                .clone()
-                .map(|groups| groups as Arc<dyn MembershipLookup>);
-            self.authorizer.replace_rules(&next, lookup);
-            *current = Current {
-                config: next,
-                groups,
-            };
-            Ok(())
-        });
+    pub async fn reload(&self) -> Result<Arc<Version>, ReloadError> {
+        let mut current = self.current.lock().await;
+        let result = self.swap(&mut current).await;
         let previous = self.version.load_full();
         let version = match &result {
             Ok(()) => Version {
@@ -205,6 +192,33 @@ impl Reloader {
         };
         self.version.store(Arc::new(version));
         result.map(|()| self.version.load_full())
+    }
+
+    /// Loads the next config and, when it is valid, swaps it in.
+    async fn swap(&self, current: &mut Current) -> Result<(), ReloadError> {
+        let next = self.source.load()?;
+        restart_only_change(&current.config, &next)?;
+        let groups = if next.groups == current.config.groups {
+            current.groups.clone()
+        } else {
+            match &next.groups {
+                Some(settings) => Some(Arc::new(
+                    Groups::new(settings, &self.secrets, Arc::default())
+                        .await
+                        .map_err(|e| ReloadError::Groups(format!("{e:#}")))?,
+                )),
+                None => None,
+            }
+        };
+        let lookup = groups
+            .clone()
+            .map(|groups| groups as Arc<dyn MembershipLookup>);
+        self.authorizer.replace_rules(&next, lookup);
+        *current = Current {
+            config: next,
+            groups,
+        };
+        Ok(())
     }
 
     /// Reloads on SIGHUP and whenever the file's contents change (checked every `interval`),
@@ -236,19 +250,19 @@ impl Reloader {
                     Trigger::FileChanged
                 }
             };
-            self.reload_and_log(trigger);
+            self.reload_and_log(trigger).await;
             if trigger == Trigger::Sighup {
                 seen = self.source.stamp(None);
             }
         }
     }
 
-    fn reload_and_log(&self, trigger: Trigger) {
+    async fn reload_and_log(&self, trigger: Trigger) {
         let trigger = match trigger {
             Trigger::Sighup => "SIGHUP",
             Trigger::FileChanged => "file changed",
         };
-        match self.reload() {
+        match self.reload().await {
             Ok(version) => tracing::info!(
                 trigger,
                 version = %version.label(),
@@ -316,6 +330,8 @@ fn restart_only_change(old: &Config, new: &Config) -> Result<(), ReloadError> {
         "client_metadata"
     } else if old.oauth != new.oauth {
         "oauth"
+    } else if old.secrets != new.secrets {
+        "secrets"
     } else {
         return Ok(());
     };

@@ -12,6 +12,11 @@
 //! - either without a `subject`: the service account's own token (Cloud Identity with the Group
 //!   Administrator role, no delegation).
 //!
+//! The credential JSON comes through [`crate::secrets`] (a file, inline, or AWS Secrets Manager)
+//! and is re-read there on an interval: a rotated key is parsed on the next token request, and
+//! the cached token, which belongs to the old credentials, is dropped. A new value that does not
+//! parse changes nothing (WARN, and the previous credentials stay in use).
+//!
 //! Every URL comes from the config or from the credential file; nothing here knows whether it is
 //! talking to Google or to a stand-in.
 
@@ -25,7 +30,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -34,26 +38,32 @@ use url::Url;
 use crate::{
     metrics::{GoogleEndpoint, Metrics, Outcome},
     principal::unix_now,
+    secrets::{Derived, SecretRef, SecretValue},
 };
+
+pub use crate::secrets::SecretString;
 
 pub use aws::AwsEnv;
 
 /// Scope for IAM Credentials (`generateAccessToken`, `signJwt`).
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
-/// `[groups.credentials]`: where our service-account identity comes from.
+/// `[groups.credentials]`: where our service-account identity comes from. The JSON is given as
+/// `file = "path"`, or as `json = <secret reference>` (inline, `{ file }`, `{ aws_secret }`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum CredentialsConfig {
-    /// A Google service-account key JSON file (`"type": "service_account"`).
+    /// A Google service-account key JSON (`"type": "service_account"`).
     ServiceAccountKey {
-        file: PathBuf,
+        file: Option<PathBuf>,
+        json: Option<SecretRef>,
         /// Workspace user to impersonate (domain-wide delegation); required by the Directory API.
         subject: Option<String>,
     },
-    /// A Workload Identity Federation file (`"type": "external_account"`, AWS source).
+    /// A Workload Identity Federation JSON (`"type": "external_account"`, AWS source).
     ExternalAccount {
-        file: PathBuf,
+        file: Option<PathBuf>,
+        json: Option<SecretRef>,
         /// The service account to impersonate. Defaults to the one the file's
         /// `service_account_impersonation_url` names.
         service_account: Option<String>,
@@ -70,10 +80,6 @@ pub struct Endpoints {
     /// IAM Credentials base (`generateAccessToken`, `signJwt`).
     pub iam_credentials_url: Url,
 }
-
-/// A secret string: redacted in `Debug`, never serialised, compared by nobody.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
 
 /// Why no access token could be had. Every cause means "cannot call Google right now".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,7 +107,8 @@ pub enum Step {
 /// Hands out access tokens for one scope, cached and refreshed once.
 #[derive(Debug)]
 pub struct ServiceAuth {
-    flow: Flow,
+    /// Parsed from the credential JSON, again whenever the secret changes.
+    flow: Derived<Flow>,
     http: reqwest::Client,
     endpoints: Endpoints,
     scope: String,
@@ -128,14 +135,16 @@ struct CacheState {
 
 #[derive(Debug, Clone)]
 struct CachedToken {
-    token: Secret,
+    token: SecretString,
     refresh_at: Instant,
+    /// The credentials it was obtained with; a token of replaced credentials is not served.
+    flow: Arc<Flow>,
 }
 
 /// An access token and how long Google says it lives.
 #[derive(Debug)]
 pub(crate) struct AccessToken {
-    pub(crate) token: Secret,
+    pub(crate) token: SecretString,
     pub(crate) expires_in: Duration,
 }
 
@@ -159,34 +168,37 @@ const REFRESH_EARLY: Duration = Duration::from_secs(300);
 // === impl ServiceAuth ===
 
 impl ServiceAuth {
-    /// Reads and checks the credential file; no network.
+    /// Parses and checks `credential`, the JSON `config` names, already resolved; no network.
     pub fn new(
         config: &CredentialsConfig,
+        credential: SecretValue,
         endpoints: Endpoints,
         scope: &str,
         aws_env: AwsEnv,
         http: reqwest::Client,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<ServiceAuth> {
-        let (flow, subject) = match config {
-            CredentialsConfig::ServiceAccountKey { file, subject } => {
-                let key = key_file::ServiceAccountKey::load(file)?;
-                (Flow::Key(key), subject.clone())
-            }
+        let flow = match config {
+            CredentialsConfig::ServiceAccountKey { .. } => Derived::new(credential, |text| {
+                key_file::ServiceAccountKey::parse(text).map(Flow::Key)
+            })?,
             CredentialsConfig::ExternalAccount {
-                file,
-                service_account,
-                subject,
+                service_account, ..
             } => {
-                let account = external::ExternalAccount::load(
-                    file,
-                    service_account.as_deref(),
-                    &endpoints.iam_credentials_url,
-                    aws_env,
-                )?;
-                (Flow::External(Box::new(account)), subject.clone())
+                let service_account = service_account.clone();
+                let iam_credentials_url = endpoints.iam_credentials_url.clone();
+                Derived::new(credential, move |text| {
+                    let account = external::ExternalAccount::parse(
+                        text,
+                        service_account.as_deref(),
+                        &iam_credentials_url,
+                        aws_env.clone(),
+                    )?;
+                    Ok(Flow::External(Box::new(account)))
+                })?
             }
         };
+        let subject = config.subject().map(str::to_string);
         if let Some(subject) = &subject {
             anyhow::ensure!(
                 subject.contains('@'),
@@ -205,16 +217,13 @@ impl ServiceAuth {
         })
     }
 
-    /// The service account the tokens belong to.
-    pub fn service_account(&self) -> &str {
-        match &self.flow {
-            Flow::Key(key) => &key.client_email,
-            Flow::External(account) => &account.service_account,
-        }
+    /// The service account the tokens belong to (per the current credentials).
+    pub fn service_account(&self) -> String {
+        self.flow.get().service_account().to_string()
     }
 
     /// A valid access token: the cached one, or a fresh one from a single refresh.
-    pub async fn token(&self) -> Result<Secret, AuthError> {
+    pub async fn token(&self) -> Result<SecretString, AuthError> {
         let asked = Instant::now();
         if let Some(token) = self.cached(asked) {
             return Ok(token);
@@ -230,7 +239,8 @@ impl ServiceAuth {
             }
         }
         let started = std::time::Instant::now();
-        let fetched = self.fetch().await;
+        let flow = self.flow.get();
+        let fetched = self.fetch(&flow).await;
         let outcome = match &fetched {
             Ok(_) => Outcome::Ok,
             Err(error) if error.rejected => Outcome::Rejected,
@@ -245,6 +255,7 @@ impl ServiceAuth {
                 cache.token = Some(CachedToken {
                     token: fresh.token.clone(),
                     refresh_at: now + fresh.expires_in - early,
+                    flow,
                 });
                 cache.failure = None;
                 Ok(fresh.token)
@@ -252,7 +263,7 @@ impl ServiceAuth {
             Err(error) => {
                 tracing::warn!(
                     %error,
-                    service_account = self.service_account(),
+                    service_account = flow.service_account(),
                     "could not obtain a Google API access token"
                 );
                 self.lock_cache().failure = Some((Instant::now(), error.clone()));
@@ -266,10 +277,12 @@ impl ServiceAuth {
         self.lock_cache().token = None;
     }
 
-    fn cached(&self, now: Instant) -> Option<Secret> {
+    fn cached(&self, now: Instant) -> Option<SecretString> {
+        let flow = self.flow.get();
         let cache = self.lock_cache();
         let cached = cache.token.as_ref()?;
-        (now < cached.refresh_at).then(|| cached.token.clone())
+        let current = now < cached.refresh_at && Arc::ptr_eq(&cached.flow, &flow);
+        current.then(|| cached.token.clone())
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, CacheState> {
@@ -279,7 +292,7 @@ impl ServiceAuth {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn fetch(&self) -> Result<AccessToken, AuthError> {
+    async fn fetch(&self, flow: &Flow) -> Result<AccessToken, AuthError> {
         let claims = |iss: &str| {
             assertion_claims(
                 iss,
@@ -289,7 +302,7 @@ impl ServiceAuth {
                 unix_now(),
             )
         };
-        match &self.flow {
+        match flow {
             Flow::Key(key) => {
                 let assertion = key.sign(&claims(&key.client_email))?;
                 jwt_bearer(&self.http, &self.endpoints.token_url, &assertion).await
@@ -347,7 +360,7 @@ struct TokenResponse {
 async fn jwt_bearer(
     http: &reqwest::Client,
     token_url: &Url,
-    assertion: &Secret,
+    assertion: &SecretString,
 ) -> Result<AccessToken, AuthError> {
     let response = http
         .post(token_url.clone())
@@ -360,7 +373,7 @@ async fn jwt_bearer(
         .map_err(|e| unreachable(Step::TokenExchange, &e))?;
     let body: TokenResponse = read_json(Step::TokenExchange, response).await?;
     Ok(AccessToken {
-        token: Secret(body.access_token),
+        token: SecretString::new(body.access_token),
         expires_in: Duration::from_secs(body.expires_in.unwrap_or(3600)),
     })
 }
@@ -422,28 +435,40 @@ pub(crate) fn error_chain(error: &reqwest::Error) -> String {
     text
 }
 
-/// Reads a credential file, naming it in the error.
-fn read_file(path: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("groups.credentials.file: reading {}", path.display()))
-}
+// === impl CredentialsConfig, Flow ===
 
-// === impl Secret ===
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
+impl CredentialsConfig {
+    /// The credential JSON's reference and the config key it was given under.
+    pub fn source(&self) -> Result<(&'static str, SecretRef), String> {
+        let (file, json) = match self {
+            CredentialsConfig::ServiceAccountKey { file, json, .. }
+            | CredentialsConfig::ExternalAccount { file, json, .. } => (file, json),
+        };
+        match (file, json) {
+            (Some(path), None) => Ok(("groups.credentials.file", SecretRef::File(path.clone()))),
+            (None, Some(reference)) => Ok(("groups.credentials.json", reference.clone())),
+            (Some(_), Some(_)) => Err("groups.credentials: give either file or json, not both".into()),
+            (None, None) => Err(
+                "groups.credentials: the credential JSON is missing: set file = \"path\" or json = { aws_secret = \"...\" }".into(),
+            ),
+        }
     }
 
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
+    /// The Workspace user to impersonate, if any.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            CredentialsConfig::ServiceAccountKey { subject, .. }
+            | CredentialsConfig::ExternalAccount { subject, .. } => subject.as_deref(),
+        }
     }
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
+impl Flow {
+    fn service_account(&self) -> &str {
+        match self {
+            Flow::Key(key) => &key.client_email,
+            Flow::External(account) => &account.service_account,
+        }
     }
 }
 

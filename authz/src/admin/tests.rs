@@ -28,7 +28,14 @@ url = "https://mcp.example.com/mcp"
         path: None,
         env: Vec::new(),
     };
-    let reloader = Arc::new(Reloader::new(source, config, None, authorizer.clone()));
+    let secrets = crate::secrets::Secrets::new(&config.secrets, Arc::default());
+    let reloader = Arc::new(Reloader::new(
+        source,
+        config,
+        None,
+        authorizer.clone(),
+        secrets,
+    ));
     AdminService::new(authorizer, reloader, None)
 }
 

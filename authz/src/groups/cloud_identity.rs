@@ -11,7 +11,7 @@ use url::Url;
 use super::{Api, GroupsError, classify, read_json, unreachable};
 use crate::{
     metrics::{GoogleEndpoint, Metrics},
-    service_auth::{Secret, ServiceAuth},
+    service_auth::{SecretString, ServiceAuth},
 };
 
 pub(crate) const SCOPE: &str = "https://www.googleapis.com/auth/cloud-identity.groups.readonly";
@@ -92,7 +92,11 @@ impl CloudIdentity {
 
     /// `groups/{id}` for a group email, from the cache or `groups:lookup` (one call per group
     /// however many wait); `None` when Google does not know the group.
-    async fn group_name(&self, token: &Secret, group: &str) -> Result<Option<String>, GroupsError> {
+    async fn group_name(
+        &self,
+        token: &SecretString,
+        group: &str,
+    ) -> Result<Option<String>, GroupsError> {
         let key = group.to_lowercase();
         let found = self
             .names
@@ -138,7 +142,7 @@ impl CloudIdentity {
         url
     }
 
-    async fn send(&self, token: &Secret, url: Url) -> Result<reqwest::Response, GroupsError> {
+    async fn send(&self, token: &SecretString, url: Url) -> Result<reqwest::Response, GroupsError> {
         let send = self.http.get(url).bearer_auth(token.expose()).send();
         (self.metrics)
             .google_http(GoogleEndpoint::CloudIdentity, send)

@@ -10,7 +10,7 @@ use url::Url;
 use super::{Api, GroupsError, classify, read_json, unreachable};
 use crate::{
     metrics::{GoogleEndpoint, Metrics},
-    service_auth::{Secret, ServiceAuth},
+    service_auth::{SecretString, ServiceAuth},
 };
 
 pub(crate) const SCOPE: &str =
@@ -75,7 +75,7 @@ impl Directory {
     /// `members.get`: a member only when listed and ACTIVE (not SUSPENDED, not invited).
     async fn direct_member(
         &self,
-        token: &Secret,
+        token: &SecretString,
         email: &str,
         group: &str,
     ) -> Result<bool, GroupsError> {
@@ -93,7 +93,7 @@ impl Directory {
     /// `GET {base}/admin/directory/v1/groups/{group}/{tail...}`, each segment percent-encoded.
     async fn get(
         &self,
-        token: &Secret,
+        token: &SecretString,
         group: &str,
         tail: &[&str],
     ) -> Result<reqwest::Response, GroupsError> {

@@ -61,19 +61,20 @@ fn reloader(file: &TempFile) -> (Arc<Reloader>, Arc<Authorizer>) {
     let config = source.load().unwrap();
     let google = Google::new(&config).unwrap();
     let authorizer = Arc::new(Authorizer::new(&config, google, None));
-    let reloader = Reloader::new(source, config, None, authorizer.clone());
+    let secrets = Secrets::new(&config.secrets, Arc::default());
+    let reloader = Reloader::new(source, config, None, authorizer.clone(), secrets);
     (Arc::new(reloader), authorizer)
 }
 
-#[test]
-fn a_valid_change_swaps_the_policies_and_bumps_the_version() {
+#[tokio::test]
+async fn a_valid_change_swaps_the_policies_and_bumps_the_version() {
     let file = TempFile::new(BASE);
     let (reloader, authorizer) = reloader(&file);
     let before = authorizer.fingerprint();
     assert_eq!(reloader.version().fingerprint, before);
 
     file.write(&format!("{BASE}{DENY_MALLORY}"));
-    let version = reloader.reload().unwrap();
+    let version = reloader.reload().await.unwrap();
 
     assert_ne!(authorizer.fingerprint(), before);
     assert_eq!(version.fingerprint, authorizer.fingerprint());
@@ -86,14 +87,14 @@ fn a_valid_change_swaps_the_policies_and_bumps_the_version() {
     );
 }
 
-#[test]
-fn a_bad_file_keeps_the_old_config_and_names_the_key() {
+#[tokio::test]
+async fn a_bad_file_keeps_the_old_config_and_names_the_key() {
     let file = TempFile::new(BASE);
     let (reloader, authorizer) = reloader(&file);
     let before = authorizer.fingerprint();
 
     file.write(&format!("{BASE}{DENY_MALLORY}").replace(r#"["example.com"]"#, "[]"));
-    let error = reloader.reload().unwrap_err().to_string();
+    let error = reloader.reload().await.unwrap_err().to_string();
 
     assert!(error.starts_with("config: access.domains:"), "{error}");
     assert_eq!(authorizer.fingerprint(), before);
@@ -104,29 +105,50 @@ fn a_bad_file_keeps_the_old_config_and_names_the_key() {
 
     // A good file afterwards applies and clears the error.
     file.write(&format!("{BASE}{DENY_MALLORY}"));
-    let version = reloader.reload().unwrap();
+    let version = reloader.reload().await.unwrap();
     assert_ne!(version.fingerprint, before);
     assert_eq!(version.last_error, None);
 }
 
-#[test]
-fn unparsable_and_missing_files_change_nothing() {
+#[tokio::test]
+async fn unparsable_and_missing_files_change_nothing() {
     let file = TempFile::new(BASE);
     let (reloader, authorizer) = reloader(&file);
     let before = authorizer.fingerprint();
 
     file.write("[access\ndomains = ");
-    let error = reloader.reload().unwrap_err().to_string();
+    let error = reloader.reload().await.unwrap_err().to_string();
     assert!(error.starts_with("config: (file):"), "{error}");
 
     std::fs::remove_file(file.path()).unwrap();
-    let error = reloader.reload().unwrap_err().to_string();
+    let error = reloader.reload().await.unwrap_err().to_string();
     assert!(error.contains("cannot read"), "{error}");
     assert_eq!(authorizer.fingerprint(), before);
 }
 
-#[test]
-fn sections_only_a_restart_can_apply_are_refused() {
+#[tokio::test]
+async fn a_groups_secret_that_cannot_be_read_fails_the_reload() {
+    let file = TempFile::new(BASE);
+    let (reloader, authorizer) = reloader(&file);
+    let before = authorizer.fingerprint();
+    let missing =
+        std::env::temp_dir().join(format!("authz-reload-{}-no-key.json", std::process::id()));
+    file.write(&format!(
+        "{BASE}{DENY_MALLORY}\n[groups]\napi = \"cloud-identity\"\n[groups.credentials]\nkind = \"service-account-key\"\njson = {{ file = {:?} }}\n",
+        missing.display().to_string()
+    ));
+
+    let error = reloader.reload().await.unwrap_err().to_string();
+
+    assert!(error.starts_with("config: groups: "), "{error}");
+    assert!(error.contains("groups.credentials.json (file "), "{error}");
+    assert!(error.contains("cannot read the file"), "{error}");
+    assert_eq!(authorizer.fingerprint(), before);
+    assert_eq!(reloader.version().reloads, 0);
+}
+
+#[tokio::test]
+async fn sections_only_a_restart_can_apply_are_refused() {
     let file = TempFile::new(BASE);
     let (reloader, authorizer) = reloader(&file);
     let before = authorizer.fingerprint();
@@ -143,6 +165,11 @@ fn sections_only_a_restart_can_apply_are_refused() {
         ),
         ("test.apps", "other.apps", "google"),
         (
+            "[resource]",
+            "[secrets]\nrefresh_interval = \"1m\"\n[resource]",
+            "secrets",
+        ),
+        (
             "[resource]\nurl = \"https://mcp.example.com/mcp\"",
             "[resource]\nurl = \"https://other.example.com/mcp\"",
             "resource",
@@ -156,7 +183,7 @@ fn sections_only_a_restart_can_apply_are_refused() {
         let changed = format!("{BASE}{DENY_MALLORY}").replace(from, to);
         assert_ne!(changed, format!("{BASE}{DENY_MALLORY}"), "{key}");
         file.write(&changed);
-        let error = reloader.reload().unwrap_err().to_string();
+        let error = reloader.reload().await.unwrap_err().to_string();
         assert_eq!(
             error,
             format!("config: {key}: cannot change on reload; restart authz to apply it")

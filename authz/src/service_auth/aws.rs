@@ -20,18 +20,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::{AuthError, Secret, Step, read_json, unreachable};
+use super::{AuthError, SecretString, Step, read_json, unreachable};
 
 /// The AWS variables the credential flow reads, captured once.
 #[derive(Debug, Clone, Default)]
 pub struct AwsEnv {
     access_key_id: Option<String>,
-    secret_access_key: Option<Secret>,
-    session_token: Option<Secret>,
+    secret_access_key: Option<SecretString>,
+    session_token: Option<SecretString>,
     region: Option<String>,
     container_full_uri: Option<String>,
     container_relative_uri: Option<String>,
-    container_authorization_token: Option<Secret>,
+    container_authorization_token: Option<SecretString>,
     container_authorization_token_file: Option<PathBuf>,
 }
 
@@ -58,8 +58,8 @@ pub(crate) struct AwsSource {
 #[derive(Debug, Clone)]
 pub struct AwsCredentials {
     pub access_key_id: String,
-    pub secret_access_key: Secret,
-    pub session_token: Option<Secret>,
+    pub secret_access_key: SecretString,
+    pub session_token: Option<SecretString>,
 }
 
 /// What both the container endpoint and IMDS answer.
@@ -108,8 +108,8 @@ impl AwsEnv {
             }
             match name.as_str() {
                 "AWS_ACCESS_KEY_ID" => env.access_key_id = Some(value),
-                "AWS_SECRET_ACCESS_KEY" => env.secret_access_key = Some(Secret(value)),
-                "AWS_SESSION_TOKEN" => env.session_token = Some(Secret(value)),
+                "AWS_SECRET_ACCESS_KEY" => env.secret_access_key = Some(SecretString::new(value)),
+                "AWS_SESSION_TOKEN" => env.session_token = Some(SecretString::new(value)),
                 "AWS_REGION" => env.region = Some(value),
                 "AWS_DEFAULT_REGION" => default_region = Some(value),
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI" => env.container_full_uri = Some(value),
@@ -117,7 +117,7 @@ impl AwsEnv {
                     env.container_relative_uri = Some(value);
                 }
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN" => {
-                    env.container_authorization_token = Some(Secret(value));
+                    env.container_authorization_token = Some(SecretString::new(value));
                 }
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE" => {
                     env.container_authorization_token_file = Some(value.into());
@@ -166,7 +166,7 @@ impl AwsSource {
         &self,
         http: &reqwest::Client,
         audience: &str,
-    ) -> Result<Secret, AuthError> {
+    ) -> Result<SecretString, AuthError> {
         let mut imds = Imds::new(self.source.imdsv2_session_token_url.as_ref());
         let credentials = self.credentials(http, &mut imds).await?;
         let region = self.region(http, &mut imds).await?;
@@ -190,7 +190,7 @@ impl AwsSource {
         // Percent-encoded as Google's own libraries do (spaces as %20, never `+`): STS
         // percent-decodes the token after the form decoding of the body.
         let encoded: String = url::form_urlencoded::byte_serialize(json.as_bytes()).collect();
-        Ok(Secret(encoded.replace('+', "%20")))
+        Ok(SecretString::new(encoded.replace('+', "%20")))
     }
 
     async fn credentials(
@@ -234,10 +234,10 @@ impl AwsSource {
     }
 
     /// The file wins over the variable: EKS rotates the file's token.
-    fn container_authorization_token(&self) -> Result<Option<Secret>, AuthError> {
+    fn container_authorization_token(&self) -> Result<Option<SecretString>, AuthError> {
         if let Some(path) = &self.env.container_authorization_token_file {
             return std::fs::read_to_string(path)
-                .map(|token| Some(Secret(token.trim().to_string())))
+                .map(|token| Some(SecretString::new(token.trim().to_string())))
                 .map_err(|e| AuthError {
                     step: Step::AwsCredentials,
                     problem: format!("reading AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: {e}"),
@@ -271,8 +271,8 @@ impl From<CredentialsResponse> for AwsCredentials {
     fn from(response: CredentialsResponse) -> AwsCredentials {
         AwsCredentials {
             access_key_id: response.access_key_id,
-            secret_access_key: Secret(response.secret_access_key),
-            session_token: response.token.map(Secret),
+            secret_access_key: SecretString::new(response.secret_access_key),
+            session_token: response.token.map(SecretString::new),
         }
     }
 }

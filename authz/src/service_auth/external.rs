@@ -7,14 +7,14 @@
 //! account's token then has IAM sign the assertion (`signJwt`), which needs the service account
 //! to hold Service Account Token Creator on itself.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 use url::Url;
 
 use super::{
-    AccessToken, AssertionClaims, AuthError, CLOUD_PLATFORM_SCOPE, Secret, Step, aws, read_file,
+    AccessToken, AssertionClaims, AuthError, CLOUD_PLATFORM_SCOPE, SecretString, Step, aws,
     read_json, unreachable,
 };
 
@@ -63,17 +63,6 @@ struct SignJwtResponse {
 const SA_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 impl ExternalAccount {
-    pub(crate) fn load(
-        path: &Path,
-        service_account: Option<&str>,
-        iam_credentials_url: &Url,
-        env: aws::AwsEnv,
-    ) -> anyhow::Result<ExternalAccount> {
-        let text = read_file(path)?;
-        Self::parse(&text, service_account, iam_credentials_url, env)
-            .with_context(|| format!("groups.credentials.file {}", path.display()))
-    }
-
     pub(crate) fn parse(
         text: &str,
         service_account: Option<&str>,
@@ -119,7 +108,7 @@ impl ExternalAccount {
     pub(crate) async fn federated_token(
         &self,
         http: &reqwest::Client,
-    ) -> Result<Secret, AuthError> {
+    ) -> Result<SecretString, AuthError> {
         let subject_token = self.aws.subject_token(http, &self.audience).await?;
         let response = http
             .post(self.sts_url.clone())
@@ -143,14 +132,14 @@ impl ExternalAccount {
         let body: StsResponse = read_json(Step::StsExchange, response).await?;
         // The federated token is used once, right away; its lifetime does not matter here.
         let _ = body.expires_in;
-        Ok(Secret(body.access_token))
+        Ok(SecretString::new(body.access_token))
     }
 
     /// `generateAccessToken`: a token of the service account itself, for `scope`.
     pub(crate) async fn generate_access_token(
         &self,
         http: &reqwest::Client,
-        federated: &Secret,
+        federated: &SecretString,
         scope: &str,
     ) -> Result<AccessToken, AuthError> {
         let response = http
@@ -172,7 +161,7 @@ impl ExternalAccount {
             .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
             .unwrap_or(SA_TOKEN_LIFETIME);
         Ok(AccessToken {
-            token: Secret(body.access_token),
+            token: SecretString::new(body.access_token),
             expires_in,
         })
     }
@@ -181,9 +170,9 @@ impl ExternalAccount {
     pub(crate) async fn sign_jwt(
         &self,
         http: &reqwest::Client,
-        sa_token: &Secret,
+        sa_token: &SecretString,
         claims: &AssertionClaims,
-    ) -> Result<Secret, AuthError> {
+    ) -> Result<SecretString, AuthError> {
         let payload = serde_json::to_string(claims).map_err(|e| AuthError {
             step: Step::SignJwt,
             problem: e.to_string(),
@@ -197,7 +186,7 @@ impl ExternalAccount {
             .await
             .map_err(|e| unreachable(Step::SignJwt, &e))?;
         let body: SignJwtResponse = read_json(Step::SignJwt, response).await?;
-        Ok(Secret(body.signed_jwt))
+        Ok(SecretString::new(body.signed_jwt))
     }
 
     /// `{iam}/v1/projects/-/serviceAccounts/{sa}:{method}`

@@ -1,12 +1,10 @@
 //! Service-account key files: the JSON Google hands out, and signing an assertion with it.
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 
-use super::{AssertionClaims, AuthError, Secret, Step, read_file};
+use super::{AssertionClaims, AuthError, SecretString, Step};
 
 /// The fields of a key file we use. The key stays inside `EncodingKey`, which does not print it.
 pub(crate) struct ServiceAccountKey {
@@ -25,11 +23,6 @@ struct KeyFile {
 }
 
 impl ServiceAccountKey {
-    pub(crate) fn load(path: &Path) -> anyhow::Result<ServiceAccountKey> {
-        let text = read_file(path)?;
-        Self::parse(&text).with_context(|| format!("groups.credentials.file {}", path.display()))
-    }
-
     pub(crate) fn parse(text: &str) -> anyhow::Result<ServiceAccountKey> {
         let file: KeyFile = serde_json::from_str(text).context("not a service-account key JSON")?;
         anyhow::ensure!(
@@ -47,11 +40,11 @@ impl ServiceAccountKey {
     }
 
     /// Signs the assertion locally: RS256, `kid` = the key's id so Google finds the public half.
-    pub(crate) fn sign(&self, claims: &AssertionClaims) -> Result<Secret, AuthError> {
+    pub(crate) fn sign(&self, claims: &AssertionClaims) -> Result<SecretString, AuthError> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.private_key_id.clone());
         jsonwebtoken::encode(&header, claims, &self.key)
-            .map(Secret)
+            .map(SecretString::new)
             .map_err(|e| AuthError {
                 step: Step::SignJwtLocally,
                 problem: e.to_string(),

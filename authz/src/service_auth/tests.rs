@@ -109,8 +109,8 @@ fn the_subject_token_is_a_signed_get_caller_identity() {
     .unwrap();
     let credentials = AwsCredentials {
         access_key_id: "AKIDEXAMPLE".into(),
-        secret_access_key: Secret::new("secret"),
-        session_token: Some(Secret::new("session")),
+        secret_access_key: SecretString::new("secret"),
+        session_token: Some(SecretString::new("session")),
     };
     let at = UNIX_EPOCH + Duration::from_secs(1_440_938_160); // 2015-08-30T12:36:00Z
     let signed = serde_json::to_value(sign_get_caller_identity(
@@ -290,7 +290,7 @@ fn secrets_do_not_print() {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let printed = format!("{env:?} {:?}", Secret::new("ya29.token"));
+    let printed = format!("{env:?} {:?}", SecretString::new("ya29.token"));
     for secret in ["very-secret", "session-secret", "auth-secret", "ya29"] {
         assert!(!printed.contains(secret), "{printed}");
     }

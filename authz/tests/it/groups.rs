@@ -10,6 +10,7 @@ use std::{
 
 use authz::{
     groups::{Freshness, Groups, GroupsConfig, GroupsError, Membership},
+    secrets::Secrets,
     service_auth::AwsEnv,
 };
 use standin::{
@@ -156,6 +157,12 @@ fn external_credentials(file: &str, subject: Option<&str>) -> String {
     )
 }
 
+/// [`Groups::with_aws_env`] with secrets read as configured (files here) and no refresher.
+async fn groups_with(config: &GroupsConfig, aws_env: AwsEnv) -> anyhow::Result<Groups> {
+    let secrets = Secrets::new(&Default::default(), Default::default());
+    Groups::with_aws_env(config, &secrets, aws_env).await
+}
+
 /// The answers for the tenant's fixed cases through `groups`.
 async fn check_tenant(groups: &Groups) {
     for (email, group, expected) in [
@@ -178,10 +185,11 @@ async fn check_tenant(groups: &Groups) {
 async fn key_with_subject_reads_nested_membership_from_the_directory() {
     let mut t = tenant().await;
     let file = t.key_file().await;
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&key_credentials(&file, Some(ADMIN))),
         AwsEnv::default(),
     )
+    .await
     .unwrap();
     check_tenant(&groups).await;
     let stats = t.standin.stats();
@@ -202,10 +210,11 @@ async fn key_with_subject_reads_nested_membership_from_the_directory() {
 async fn directory_falls_back_to_members_get_outside_the_domain() {
     let mut t = tenant().await;
     let file = t.key_file().await;
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&key_credentials(&file, Some(ADMIN))),
         AwsEnv::default(),
     )
+    .await
     .unwrap();
     for (email, expected) in [
         ("carol@partner.org", true),
@@ -223,10 +232,11 @@ async fn external_account_with_subject_signs_through_iam_for_the_directory() {
     let mut t = tenant().await;
     let file = t.external_account_file().await;
     // No AWS variables: region and credentials come from the metadata URLs in the file.
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&external_credentials(&file, Some(ADMIN))),
         AwsEnv::default(),
     )
+    .await
     .unwrap();
     check_tenant(&groups).await;
     let stats = t.standin.stats();
@@ -268,13 +278,14 @@ async fn external_account_reads_ecs_container_credentials() {
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&format!(
             "api = \"cloud-identity\"\n{}",
             external_credentials(&file, None)
         )),
         env,
     )
+    .await
     .unwrap();
     check_tenant(&groups).await;
     assert_eq!(t.standin.stats().sts, 1);
@@ -292,13 +303,14 @@ async fn wrong_aws_keys_are_refused_by_sts() {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&format!(
             "api = \"cloud-identity\"\n{}",
             external_credentials(&file, None)
         )),
         env,
     )
+    .await
     .unwrap();
     let answer = groups.is_member("ada@example.com", "sre@example.com").await;
     assert!(
@@ -312,13 +324,14 @@ async fn wrong_aws_keys_are_refused_by_sts() {
 async fn key_without_subject_uses_cloud_identity() {
     let mut t = tenant().await;
     let file = t.key_file().await;
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&format!(
             "api = \"cloud-identity\"\n{}",
             key_credentials(&file, None)
         )),
         AwsEnv::default(),
     )
+    .await
     .unwrap();
     check_tenant(&groups).await;
     let stats = t.standin.stats();
@@ -333,13 +346,14 @@ async fn key_without_subject_uses_cloud_identity() {
 async fn external_account_without_subject_uses_cloud_identity() {
     let mut t = tenant().await;
     let file = t.external_account_file().await;
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&format!(
             "api = \"cloud-identity\"\n{}",
             external_credentials(&file, None)
         )),
         AwsEnv::default(),
     )
+    .await
     .unwrap();
     check_tenant(&groups).await;
     let stats = t.standin.stats();
@@ -353,10 +367,11 @@ async fn external_account_without_subject_uses_cloud_identity() {
 async fn the_api_token_is_fetched_once_for_many_lookups() {
     let mut t = tenant().await;
     let file = t.key_file().await;
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&key_credentials(&file, Some(ADMIN))),
         AwsEnv::default(),
     )
+    .await
     .unwrap();
     let lookups = (0..40).map(|i| {
         let groups = groups.clone();
@@ -381,13 +396,13 @@ async fn the_api_token_is_fetched_once_for_many_lookups() {
 async fn an_outage_serves_stale_answers_within_the_bound_only() {
     let mut t = tenant().await;
     let file = t.key_file().await;
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&format!(
             "positive_ttl = \"300ms\"\nnegative_ttl = \"300ms\"\nrefresh_ahead = \"0s\"\nstale_bound = \"700ms\"\n{}",
             key_credentials(&file, Some(ADMIN))
         )),
         AwsEnv::default(),
-    )
+    ).await
     .unwrap();
     let fresh = groups.is_member("ada@example.com", "sre@example.com").await;
     assert_eq!(fresh.map(|m| m.freshness), Ok(Freshness::Fresh));
@@ -421,13 +436,14 @@ async fn an_outage_serves_stale_answers_within_the_bound_only() {
 async fn a_quota_error_backs_off_without_calling_google() {
     let mut t = tenant().await;
     let file = t.key_file().await;
-    let groups = Groups::with_aws_env(
+    let groups = groups_with(
         &t.config(&format!(
             "backoff_initial = \"500ms\"\nbackoff_max = \"2s\"\n{}",
             key_credentials(&file, Some(ADMIN))
         )),
         AwsEnv::default(),
     )
+    .await
     .unwrap();
     t.fault(FaultMode::Quota, 403, Endpoint::Directory);
     let first = groups.is_member("ada@example.com", "sre@example.com").await;
@@ -450,14 +466,16 @@ async fn a_quota_error_backs_off_without_calling_google() {
 async fn the_directory_without_a_subject_is_refused_at_start_up() {
     let mut t = tenant().await;
     let file = t.key_file().await;
-    let error = Groups::with_aws_env(&t.config(&key_credentials(&file, None)), AwsEnv::default())
+    let error = groups_with(&t.config(&key_credentials(&file, None)), AwsEnv::default())
+        .await
         .unwrap_err()
         .to_string();
     assert!(error.contains("groups.credentials.subject"), "{error}");
-    let error = Groups::with_aws_env(
+    let error = groups_with(
         &t.config(&key_credentials("no-such-file.json", Some(ADMIN))),
         AwsEnv::default(),
     )
+    .await
     .unwrap_err();
     assert!(
         format!("{error:#}").contains("no-such-file.json"),

@@ -6,7 +6,9 @@
 
 mod client_metadata;
 mod groups;
+mod moto;
 mod policies;
+mod secrets;
 mod shutdown;
 mod store;
 mod verification;

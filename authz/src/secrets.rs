@@ -1,0 +1,686 @@
+//! Secret values in the config: given inline, as a file, or as an AWS Secrets Manager reference,
+//! read once at start-up and re-read on an interval so that a rotation needs no restart.
+//!
+//! # In the config
+//! Every secret field is a [`SecretRef`], written one of three ways:
+//!
+//! ```toml
+//! client_secret = "GOCSPX-..."                                  # inline
+//! client_secret = { file = "/run/secrets/google-client-secret" } # a file, byte for byte
+//! client_secret = { aws_secret = "prod/authz", key = "google_client_secret" }
+//! ```
+//!
+//! `aws_secret` is a secret's name or ARN. Without `key` the whole `SecretString` is the value;
+//! with it the `SecretString` must be a JSON object and the value is that member (a string as
+//! is, anything else as its JSON text, so a service-account key can sit in a secret as a nested
+//! object). `version_stage` (default `AWSCURRENT`) picks another stage. A file's contents are used
+//! byte for byte: a trailing newline is part of the value.
+//!
+//! From the environment the same forms work, because `AUTHZ_*` values are read as TOML when they
+//! parse: `AUTHZ_GROUPS__CREDENTIALS__JSON={ aws_secret = "prod/authz", key = "google_sa" }`, or
+//! one variable per field (`..._JSON__AWS_SECRET=prod/authz`, `..._JSON__KEY=google_sa`). An
+//! inline value that reads as a TOML number, boolean or date (`12345`, `true`, `nan`) must be
+//! quoted (`AUTHZ_..._PASSWORD='"12345"'`); it is refused with that hint rather than mangled.
+//!
+//! # At run time
+//! [`Secrets`] is one per process. [`Secrets::resolve`] reads a reference once (a start-up error
+//! names the config key and the reference, never the value) and returns a [`SecretValue`], a
+//! cheap clone whose [`SecretValue::current`] is one atomic load. [`Secrets::run`] re-reads
+//! every file and Secrets Manager reference still in use every `[secrets] refresh_interval`; a
+//! failed read keeps the last good value and is logged (WARN, naming the key) and counted
+//! (`authz_secret_refreshes_total{secret, outcome}`). Inline values never change.
+//!
+//! # Using it for a new secret field
+//! ```ignore
+//! #[derive(Deserialize)]
+//! struct OAuth { client_secret: SecretRef, signing_keys: Vec<SecretRef> }
+//!
+//! // Start-up (in `run`, where `secrets: Arc<Secrets>` lives): resolve each one, naming its key.
+//! let client_secret = secrets.resolve("oauth.client_secret", &oauth.client_secret).await?;
+//! // Per use: the current value; hold the `Arc` for the duration of one use only.
+//! form.push(("client_secret", client_secret.current().expose().to_owned()));
+//!
+//! // Something parsed from a secret (a PEM key): parsed at start-up (an error there is a
+//! // start-up error), parsed again when the value changes; a new value that does not parse
+//! // is logged and counted, and the previous key stays in use.
+//! let key = secrets.resolve("oauth.signing_keys[0]", &oauth.signing_keys[0]).await?;
+//! let signing = Derived::new(key, |pem| Ok(EncodingKey::from_ec_pem(pem.as_bytes())?))?;
+//! jsonwebtoken::encode(&header, &claims, &signing.get())?;
+//! ```
+//! Compare secrets with [`SecretString::ct_eq`] (constant time), and never log one: the types
+//! here print as `SecretString(..)`.
+
+mod aws;
+
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Deserializer, de};
+use subtle::ConstantTimeEq as _;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::metrics::{Metrics, SecretOutcome};
+
+/// A secret string: redacted in `Debug`, never serialised, compared in constant time.
+#[derive(Clone)]
+pub struct SecretString(String);
+
+/// Where a secret comes from (`Debug` and `Display` never show an inline value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// The value itself, written in the config.
+    Inline(SecretString),
+    /// `{ file = "path" }`: the file's contents.
+    File(PathBuf),
+    /// `{ aws_secret = "...", key = "...", version_stage = "..." }`.
+    Aws(AwsSecretRef),
+}
+
+/// A secret in AWS Secrets Manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSecretRef {
+    /// The secret's name or ARN.
+    pub secret_id: String,
+    /// The member of the JSON object in `SecretString`; `None`: the whole `SecretString`.
+    pub key: Option<String>,
+    /// `None`: `AWSCURRENT`.
+    pub version_stage: Option<String>,
+}
+
+/// The `[secrets]` config section: how references are re-read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// How often files and Secrets Manager references are read again. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Bound on one Secrets Manager read, retries included. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The Secrets Manager region. Default: the SDK's chain (`AWS_REGION`, profile, IMDS).
+    pub aws_region: Option<String>,
+    /// A Secrets Manager endpoint (a VPC endpoint). Default: the SDK's (`AWS_ENDPOINT_URL_SECRETS_MANAGER`,
+    /// `AWS_ENDPOINT_URL`, else the regional public endpoint).
+    pub aws_endpoint_url: Option<Url>,
+}
+
+/// A resolved secret: the current value, swapped in by the refresher. Cheap to clone.
+#[derive(Clone)]
+pub struct SecretValue(Arc<Handle>);
+
+struct Handle {
+    /// The config key, for logs and metrics.
+    key: String,
+    reference: SecretRef,
+    current: ArcSwap<SecretString>,
+    metrics: Arc<Metrics>,
+}
+
+/// Something built from a secret (a parsed key), built again when the secret changes.
+pub struct Derived<T> {
+    secret: SecretValue,
+    parse: Parser<T>,
+    state: ArcSwap<DerivedState<T>>,
+}
+
+type Parser<T> = Box<dyn Fn(&str) -> anyhow::Result<T> + Send + Sync>;
+
+struct DerivedState<T> {
+    /// The secret value `value` was built from, or the newer one that failed to parse.
+    seen: Arc<SecretString>,
+    value: Arc<T>,
+}
+
+/// Resolves references and keeps the values in use fresh. One per process.
+pub struct Secrets {
+    config: SecretsConfig,
+    metrics: Arc<Metrics>,
+    aws: aws::SecretsManager,
+    /// The values handed out that can change (files, Secrets Manager). Weak: a value nobody
+    /// holds any more (a config reload replaced it) is no longer read.
+    handles: Mutex<Vec<Weak<Handle>>>,
+}
+
+/// A secret that could not be read: the config key, the reference and why (never the value).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key} ({reference}): {problem}")]
+pub struct SecretError {
+    pub key: String,
+    pub reference: String,
+    pub problem: Problem,
+}
+
+/// Why a secret could not be read or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("cannot read the file: {0}")]
+    ReadFile(String),
+    #[error("the file is larger than {MAX_SECRET_BYTES} bytes")]
+    TooLarge,
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    #[error("no AWS region: set AWS_REGION or [secrets] aws_region")]
+    NoAwsRegion,
+    #[error("no such secret in Secrets Manager (or no version in that stage)")]
+    NotFound,
+    #[error("access denied: the task role needs secretsmanager:GetSecretValue on it ({0})")]
+    AccessDenied(String),
+    #[error("Secrets Manager did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Secrets Manager: {0}")]
+    Aws(String),
+    #[error("the secret has no SecretString (binary secrets must be UTF-8 text)")]
+    NoSecretString,
+    #[error("key {0:?} selects from a JSON object, and the secret is not one")]
+    NotJsonObject(String),
+    #[error("key {0:?} is not in the secret's JSON object")]
+    MissingKey(String),
+    #[error("not usable: {0}")]
+    Unusable(String),
+}
+
+/// Secrets Manager's own limit; a file beyond it is a mistake (or `/dev/zero`).
+pub const MAX_SECRET_BYTES: usize = 65_536;
+
+// === impl SecretString ===
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> SecretString {
+        SecretString(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Equality in time that depends only on the lengths.
+    pub fn ct_eq(&self, other: &SecretString) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl PartialEq for SecretString {
+    fn eq(&self, other: &SecretString) -> bool {
+        self.ct_eq(other)
+    }
+}
+
+impl Eq for SecretString {}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(..)")
+    }
+}
+
+// === impl SecretRef ===
+
+impl SecretRef {
+    /// Whether the value can change while running (and so is re-read).
+    pub fn is_refreshed(&self) -> bool {
+        !matches!(self, SecretRef::Inline(_))
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Inline(_) => f.write_str("inline value"),
+            SecretRef::File(path) => write!(f, "file {}", path.display()),
+            SecretRef::Aws(reference) => {
+                write!(f, "aws_secret {:?}", reference.secret_id)?;
+                if let Some(key) = &reference.key {
+                    write!(f, ", key {key:?}")?;
+                }
+                if let Some(stage) = &reference.version_stage {
+                    write!(f, ", version_stage {stage:?}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A string is an inline value; a table is `{ file }` or `{ aws_secret, key?, version_stage? }`.
+/// Written by hand for errors that say what to write instead of "did not match any variant".
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SecretRef, D::Error> {
+        deserializer.deserialize_any(SecretRefVisitor)
+    }
+}
+
+struct SecretRefVisitor;
+
+const QUOTE_HINT: &str = "an inline secret must be a string (in an AUTHZ_* variable, a value that reads as a TOML number, boolean or date needs TOML quotes around it, as in '\"0123\"')";
+
+impl<'de> de::Visitor<'de> for SecretRefVisitor {
+    type Value = SecretRef;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "a secret: an inline string, { file = \"path\" } or { aws_secret = \"name or ARN\", key = \"json key\" }",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<SecretRef, E> {
+        Ok(SecretRef::Inline(SecretString::new(value)))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<SecretRef, E> {
+        Ok(SecretRef::Inline(SecretString(value)))
+    }
+
+    // The value is deliberately not echoed: it was meant to be a secret.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretRef, E> {
+        Err(E::custom(QUOTE_HINT))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretRef, E> {
+        Err(E::custom(QUOTE_HINT))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretRef, E> {
+        Err(E::custom(QUOTE_HINT))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretRef, E> {
+        Err(E::custom(QUOTE_HINT))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+        Err(de::Error::custom(QUOTE_HINT))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<SecretRef, A::Error> {
+        let mut file: Option<PathBuf> = None;
+        let mut aws_secret: Option<String> = None;
+        let mut key: Option<String> = None;
+        let mut version_stage: Option<String> = None;
+        while let Some(field) = map.next_key::<String>()? {
+            let slot = match field.as_str() {
+                "file" => {
+                    file = Some(map.next_value()?);
+                    continue;
+                }
+                "aws_secret" => &mut aws_secret,
+                "key" => &mut key,
+                "version_stage" => &mut version_stage,
+                // How the toml crate hands over a date or time.
+                "$__toml_private_datetime" => return Err(de::Error::custom(QUOTE_HINT)),
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown field `{other}` in a secret reference: expected `file`, or `aws_secret` with optional `key` and `version_stage`"
+                    )));
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        match (file, aws_secret) {
+            (Some(_), Some(_)) => Err(de::Error::custom(
+                "a secret reference has either `file` or `aws_secret`, not both",
+            )),
+            (Some(file), None) => {
+                if key.is_some() || version_stage.is_some() {
+                    return Err(de::Error::custom(
+                        "`key` and `version_stage` belong to `aws_secret` references",
+                    ));
+                }
+                if file.as_os_str().is_empty() {
+                    return Err(de::Error::custom("`file` must not be empty"));
+                }
+                Ok(SecretRef::File(file))
+            }
+            (None, Some(secret_id)) => {
+                let blank =
+                    |value: &Option<String>| value.as_ref().is_some_and(|v| v.trim().is_empty());
+                if secret_id.trim().is_empty() || blank(&key) || blank(&version_stage) {
+                    return Err(de::Error::custom(
+                        "`aws_secret`, `key` and `version_stage` must not be blank",
+                    ));
+                }
+                Ok(SecretRef::Aws(AwsSecretRef {
+                    secret_id,
+                    key,
+                    version_stage,
+                }))
+            }
+            (None, None) => Err(de::Error::custom(
+                "a secret reference needs `file` or `aws_secret`",
+            )),
+        }
+    }
+}
+
+// === impl SecretsConfig ===
+
+impl SecretsConfig {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.refresh_interval.is_zero() {
+            return Err((
+                "secrets.refresh_interval",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err((
+                "secrets.request_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self
+            .aws_region
+            .as_ref()
+            .is_some_and(|r| r.trim().is_empty())
+        {
+            return Err(("secrets.aws_region", "must not be blank".into()));
+        }
+        if let Some(url) = &self.aws_endpoint_url {
+            if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+                return Err((
+                    "secrets.aws_endpoint_url",
+                    "must be an absolute http(s) URL".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for SecretsConfig {
+    fn default() -> SecretsConfig {
+        SecretsConfig {
+            refresh_interval: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(5),
+            aws_region: None,
+            aws_endpoint_url: None,
+        }
+    }
+}
+
+// === impl SecretValue ===
+
+impl SecretValue {
+    /// A value that never changes (tests, and values computed rather than configured).
+    pub fn fixed(key: impl Into<String>, value: SecretString) -> SecretValue {
+        SecretValue(Arc::new(Handle {
+            key: key.into(),
+            reference: SecretRef::Inline(value.clone()),
+            current: ArcSwap::from_pointee(value),
+            metrics: Arc::default(),
+        }))
+    }
+
+    /// The current value. The `Arc` changes only when the value does, so a consumer that keeps
+    /// something built from it can tell with `Arc::ptr_eq` (or use [`Derived`]).
+    pub fn current(&self) -> Arc<SecretString> {
+        self.0.current.load_full()
+    }
+
+    /// The config key it was resolved for.
+    pub fn key(&self) -> &str {
+        &self.0.key
+    }
+
+    pub fn reference(&self) -> &SecretRef {
+        &self.0.reference
+    }
+
+    fn error(&self, problem: Problem) -> SecretError {
+        SecretError {
+            key: self.0.key.clone(),
+            reference: self.0.reference.to_string(),
+            problem,
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretValue")
+            .field("key", &self.0.key)
+            .field("reference", &self.0.reference)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Derived ===
+
+impl<T> Derived<T> {
+    /// Builds the value from the secret now; a failure is a start-up error naming the key.
+    pub fn new(
+        secret: SecretValue,
+        parse: impl Fn(&str) -> anyhow::Result<T> + Send + Sync + 'static,
+    ) -> Result<Derived<T>, SecretError> {
+        let seen = secret.current();
+        let value =
+            parse(seen.expose()).map_err(|e| secret.error(Problem::Unusable(format!("{e:#}"))))?;
+        Ok(Derived {
+            secret,
+            parse: Box::new(parse),
+            state: ArcSwap::from_pointee(DerivedState {
+                seen,
+                value: Arc::new(value),
+            }),
+        })
+    }
+
+    /// The value built from the current secret. When the secret changed and the new value does
+    /// not parse, the previous value stays, with one WARN and one `unusable` count per change.
+    pub fn get(&self) -> Arc<T> {
+        let current = self.secret.current();
+        let state = self.state.load();
+        if Arc::ptr_eq(&state.seen, &current) {
+            return state.value.clone();
+        }
+        let handle = &self.secret.0;
+        let value = match (self.parse)(current.expose()) {
+            Ok(value) => Arc::new(value),
+            Err(error) => {
+                tracing::warn!(
+                    secret = %handle.key,
+                    reference = %handle.reference,
+                    error = format!("{error:#}"),
+                    "the secret's new value is not usable; keeping the previous one"
+                );
+                handle
+                    .metrics
+                    .secret_refresh(&handle.key, SecretOutcome::Unusable);
+                state.value.clone()
+            }
+        };
+        self.state.store(Arc::new(DerivedState {
+            seen: current,
+            value: value.clone(),
+        }));
+        value
+    }
+
+    pub fn secret(&self) -> &SecretValue {
+        &self.secret
+    }
+}
+
+impl<T> std::fmt::Debug for Derived<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Derived")
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Secrets ===
+
+impl Secrets {
+    /// AWS credentials come from the SDK's default chain (environment, profile, ECS container
+    /// credentials, IMDS). Nothing is read until a reference is resolved.
+    pub fn new(config: &SecretsConfig, metrics: Arc<Metrics>) -> Arc<Secrets> {
+        Secrets::build(config, metrics, None)
+    }
+
+    /// [`Secrets::new`] with fixed AWS credentials instead of the default chain, so that tests
+    /// need no process environment (and never reach for instance metadata).
+    pub fn with_aws_credentials(
+        config: &SecretsConfig,
+        metrics: Arc<Metrics>,
+        access_key_id: &str,
+        secret_access_key: &SecretString,
+    ) -> Arc<Secrets> {
+        let credentials = aws::StaticCredentials {
+            access_key_id: access_key_id.to_string(),
+            secret_access_key: secret_access_key.clone(),
+        };
+        Secrets::build(config, metrics, Some(credentials))
+    }
+
+    fn build(
+        config: &SecretsConfig,
+        metrics: Arc<Metrics>,
+        credentials: Option<aws::StaticCredentials>,
+    ) -> Arc<Secrets> {
+        Arc::new(Secrets {
+            config: config.clone(),
+            metrics,
+            aws: aws::SecretsManager::new(config, credentials),
+            handles: Mutex::default(),
+        })
+    }
+
+    /// Reads `reference` (the value of config key `key`) and keeps it fresh from now on.
+    pub async fn resolve(
+        &self,
+        key: &str,
+        reference: &SecretRef,
+    ) -> Result<SecretValue, SecretError> {
+        let error = |problem| SecretError {
+            key: key.to_string(),
+            reference: reference.to_string(),
+            problem,
+        };
+        let value = self
+            .read(reference, &mut HashMap::new())
+            .await
+            .map_err(error)?;
+        let handle = Arc::new(Handle {
+            key: key.to_string(),
+            reference: reference.clone(),
+            current: ArcSwap::from_pointee(value),
+            metrics: self.metrics.clone(),
+        });
+        if reference.is_refreshed() {
+            let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+            handles.retain(|handle| handle.strong_count() > 0);
+            handles.push(Arc::downgrade(&handle));
+        }
+        Ok(SecretValue(handle))
+    }
+
+    /// Re-reads every value in use once. A failure keeps the last good value.
+    pub async fn refresh(&self) {
+        let handles: Vec<Arc<Handle>> = {
+            let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+            handles.retain(|handle| handle.strong_count() > 0);
+            handles.iter().filter_map(Weak::upgrade).collect()
+        };
+        // Several keys of one Secrets Manager secret cost one read per round.
+        let mut fetched = HashMap::new();
+        for handle in handles {
+            match self.read(&handle.reference, &mut fetched).await {
+                Ok(value) => {
+                    if !value.ct_eq(&handle.current.load()) {
+                        handle.current.store(Arc::new(value));
+                        tracing::info!(
+                            secret = %handle.key,
+                            reference = %handle.reference,
+                            "secret changed; using the new value"
+                        );
+                    }
+                    self.metrics.secret_refresh(&handle.key, SecretOutcome::Ok);
+                }
+                Err(problem) => {
+                    tracing::warn!(
+                        secret = %handle.key,
+                        reference = %handle.reference,
+                        error = %problem,
+                        "secret refresh failed; keeping the last good value"
+                    );
+                    self.metrics
+                        .secret_refresh(&handle.key, SecretOutcome::Error);
+                }
+            }
+        }
+    }
+
+    /// Refreshes every `refresh_interval` until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let period = self.config.refresh_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if shutdown.run_until_cancelled(tick.tick()).await.is_none() {
+                return;
+            }
+            if shutdown.run_until_cancelled(self.refresh()).await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// `fetched` remembers whole Secrets Manager values for the length of one round.
+    async fn read(
+        &self,
+        reference: &SecretRef,
+        fetched: &mut HashMap<(String, Option<String>), Result<SecretString, Problem>>,
+    ) -> Result<SecretString, Problem> {
+        match reference {
+            SecretRef::Inline(value) => Ok(value.clone()),
+            SecretRef::File(path) => read_file(path),
+            SecretRef::Aws(reference) => {
+                let id = (reference.secret_id.clone(), reference.version_stage.clone());
+                let whole = match fetched.get(&id) {
+                    Some(whole) => whole.clone(),
+                    None => {
+                        let whole = self.aws.get(reference).await;
+                        fetched.insert(id, whole.clone());
+                        whole
+                    }
+                };
+                aws::select(&whole?, reference.key.as_deref())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a whole file of at most [`MAX_SECRET_BYTES`]. Blocking, but small and local.
+fn read_file(path: &Path) -> Result<SecretString, Problem> {
+    let file = std::fs::File::open(path).map_err(|e| Problem::ReadFile(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Problem::ReadFile(e.to_string()))?;
+    if bytes.len() > MAX_SECRET_BYTES {
+        return Err(Problem::TooLarge);
+    }
+    String::from_utf8(bytes)
+        .map(SecretString)
+        .map_err(|_| Problem::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests;
