@@ -65,8 +65,8 @@ class OAuthStack:
                                           "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], workdir)
                 self.processes.append(redis)
                 store = f'[store]\nbackend = "redis"\nrevocation_poll = "200ms"\n[store.redis]\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
-            oauth = oauth_config(self.standin, self.origin, signing_keys=f"['''{signing_key_pem()}''']",
-                                 sealing_keys=f'["{SEALING_KEY}"]', access_token_ttl=f'"{ACCESS_TTL}s"')
+            oauth = oauth_config(self.standin, self.origin, signing_keys=f"'''{signing_key_pem()}'''",
+                                 sealing_keys=f'"{SEALING_KEY}"', access_token_ttl=f'"{ACCESS_TTL}s"')
             oauth += f'[policies.default]\ngroups = ["{PLATFORM}"]\n'
             settings.update(issuer=self.standin.url, resource_url=self.resource,
                             extra_config=oauth + store + settings["extra_config"])

@@ -428,8 +428,9 @@ impl Authorizer {
 
     async fn verify(&self, credential: Credential<'_>) -> Result<Identity, BackendError> {
         if let (Some(facade), Credential::Jwt(token)) = (&self.facade, credential) {
-            if access_token::is_ours(&facade.keys, token) {
-                let verified = access_token::verify(&facade.keys, &facade.audience, token, false);
+            let keys = facade.keys.get();
+            if access_token::is_ours(&keys, token) {
+                let verified = access_token::verify(&keys, &facade.audience, token, false);
                 return Ok(verified.map(|claims| Arc::new(access_token::principal(claims))));
             }
         }

@@ -16,8 +16,6 @@ use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::service_auth::Secret;
-
 /// The environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "AUTHZ_";
 /// Read by the CLI for the config path; not a config key.
@@ -258,8 +256,10 @@ pub struct RedisConfig {
     /// the WebPKI roots). Redacted wherever the config is printed.
     pub url: RedisUrl,
     /// The password, when it is not in the URL (one or the other, not both). Default: none.
-    #[serde(default, deserialize_with = "optional_secret")]
-    pub password: Option<Secret>,
+    /// A secret reference (inline, `{ file }` or `{ aws_secret }`), read once at start-up: a
+    /// changed password needs a restart (Redis accepts two passwords during a rotation).
+    #[serde(default)]
+    pub password: Option<crate::secrets::SecretRef>,
     /// Prepended to every key, so several services can share one Redis. Default `authz:`.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
@@ -419,8 +419,8 @@ impl Config {
                 return Err(ConfigError { key, message });
             }
             let shared = self.store.backend == StoreBackend::Redis;
-            if shared && (oauth.signing_keys.is_empty() || oauth.sealing_keys.is_empty()) {
-                let key = if oauth.signing_keys.is_empty() {
+            if shared && (oauth.signing_keys.is_none() || oauth.sealing_keys.is_none()) {
+                let key = if oauth.signing_keys.is_none() {
                     "oauth.signing_keys"
                 } else {
                     "oauth.sealing_keys"
@@ -622,43 +622,6 @@ impl std::fmt::Debug for RedisUrl {
         }
         write!(f, "RedisUrl({shown})")
     }
-}
-
-/// An optional secret string. A value of another type (a number or `true` from an environment
-/// variable) is refused without echoing it: quote it to make it a string.
-fn optional_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
-    struct SecretVisitor;
-    impl<'de> serde::de::Visitor<'de> for SecretVisitor {
-        type Value = Secret;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
-            Ok(Secret::new(value))
-        }
-        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
-            Err(not_a_string())
-        }
-        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
-            Err(not_a_string())
-        }
-        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
-            Err(not_a_string())
-        }
-        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
-            Err(not_a_string())
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
-            Err(not_a_string())
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
-            Err(not_a_string())
-        }
-    }
-    fn not_a_string<E: serde::de::Error>() -> E {
-        E::custom("must be a string (quote a value that looks like a number, a date or a boolean)")
-    }
-    deserializer.deserialize_any(SecretVisitor).map(Some)
 }
 
 /// Keys and values can come from the environment or quoted TOML keys and may hold control

@@ -144,9 +144,17 @@ pub async fn run_reloadable(
     let mut authorizer = Authorizer::new(&config, google.clone(), lookup);
     let facade_parts = match &config.oauth {
         Some(oauth) => {
-            let store = store::open_with_metrics(&config.store, metrics.clone())
+            let mut store_config = config.store.clone();
+            if let Some(redis) = &mut store_config.redis {
+                if let Some(reference) = &redis.password {
+                    let password = secrets.resolve("store.redis.password", reference).await?;
+                    let current = password.current();
+                    redis.password = Some(secrets::SecretRef::Inline((*current).clone()));
+                }
+            }
+            let store = store::open_with_metrics(&store_config, metrics.clone())
                 .context("opening the OAuth store")?;
-            let tokens = oauth::token_check(&config, oauth, store.clone())?;
+            let tokens = oauth::token_check(&config, oauth, store.clone(), &secrets).await?;
             authorizer = authorizer.accept_facade_tokens(tokens.clone());
             Some((oauth, store, tokens))
         }
@@ -155,15 +163,15 @@ pub async fn run_reloadable(
     let authorizer = Arc::new(authorizer);
     let facade = match facade_parts {
         Some((oauth, store, tokens)) => {
-            let facade = oauth::Facade::new(
-                &config,
-                oauth,
+            let parts = oauth::Parts {
                 tokens,
                 store,
-                google.clone(),
-                authorizer.clone(),
-            )
-            .context("setting up the OAuth facade")?;
+                google: google.clone(),
+                authorizer: authorizer.clone(),
+            };
+            let facade = oauth::Facade::new(&config, oauth, parts, &secrets)
+                .await
+                .context("setting up the OAuth facade")?;
             background.spawn(
                 facade.revocation_sync(config.store.revocation_poll, shutdown.child_token()),
             );

@@ -45,13 +45,14 @@ use axum::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
-pub use settings::{OAuthConfig, SecretText};
+pub use settings::OAuthConfig;
 
 use crate::{
     authorizer::Authorizer,
     client_metadata::ClientMetadataFetcher,
     config::Config,
     google::Google,
+    secrets::{Derived, SecretValue, Secrets},
     store::{Store, revocations::Revocations},
 };
 use access_token::Audience;
@@ -67,17 +68,44 @@ const MAX_BODY: usize = 16 * 1024;
 /// revocations. Built before the authorizer, shared with the facade.
 #[derive(Debug, Clone)]
 pub struct TokenCheck {
-    pub keys: Arc<SigningKeys>,
+    pub keys: Arc<Current<SigningKeys>>,
     pub audience: Audience,
     pub revocations: Arc<Revocations>,
+}
+
+/// A value built from a secret (rebuilt when the secret rotates), or generated at start.
+pub enum Current<T> {
+    Generated(Arc<T>),
+    FromSecret(Derived<T>),
+}
+
+impl<T> Current<T> {
+    /// The value now; hold it for one use only, so a rotation is seen by the next.
+    pub fn get(&self) -> Arc<T> {
+        match self {
+            Current::Generated(value) => value.clone(),
+            Current::FromSecret(derived) => derived.get(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Current<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Current::Generated(_) => "Current::Generated",
+            Current::FromSecret(_) => "Current::FromSecret",
+        })
+    }
 }
 
 /// The facade's shared state.
 #[derive(Debug)]
 pub struct Facade {
     settings: OAuthConfig,
+    /// Read at each code exchange, so a rotated secret is used at once.
+    google_client_secret: SecretValue,
     tokens: TokenCheck,
-    sealer: Arc<Sealer>,
+    sealer: Arc<Current<Sealer>>,
     clients: Clients,
     sessions: Sessions,
     google: Arc<Google>,
@@ -91,19 +119,25 @@ pub struct Facade {
 }
 
 /// Builds the keys and revocation view the Check path needs when `[oauth]` is configured.
-pub fn token_check(
+pub async fn token_check(
     config: &Config,
     oauth: &OAuthConfig,
     store: Arc<dyn Store>,
+    secrets: &Secrets,
 ) -> anyhow::Result<TokenCheck> {
-    let keys = if oauth.signing_keys.is_empty() {
-        tracing::warn!(
-            "oauth.signing_keys is not set: generated a key; tokens will not survive a restart"
-        );
-        SigningKeys::generate()?
-    } else {
-        let pems: Vec<&str> = oauth.signing_keys.iter().map(|k| k.expose()).collect();
-        SigningKeys::from_pem(&pems).context("oauth.signing_keys")?
+    let keys = match &oauth.signing_keys {
+        None => {
+            tracing::warn!(
+                "oauth.signing_keys is not set: generated a key; tokens will not survive a restart"
+            );
+            Current::Generated(Arc::new(SigningKeys::generate()?))
+        }
+        Some(reference) => {
+            let secret = secrets.resolve("oauth.signing_keys", reference).await?;
+            Current::FromSecret(Derived::new(secret, |text| {
+                Ok(SigningKeys::from_pem_bundle(text)?)
+            })?)
+        }
     };
     Ok(TokenCheck {
         keys: Arc::new(keys),
@@ -116,28 +150,44 @@ pub fn token_check(
     })
 }
 
+/// The parts of the facade that come from the process: shared with the Check and the secrets.
+#[derive(Debug)]
+pub struct Parts {
+    pub tokens: TokenCheck,
+    pub store: Arc<dyn Store>,
+    pub google: Arc<Google>,
+    pub authorizer: Arc<Authorizer>,
+}
+
 impl Facade {
-    pub fn new(
+    pub async fn new(
         config: &Config,
         oauth: &OAuthConfig,
-        tokens: TokenCheck,
-        store: Arc<dyn Store>,
-        google: Arc<Google>,
-        authorizer: Arc<Authorizer>,
+        parts: Parts,
+        secrets: &Secrets,
     ) -> anyhow::Result<Arc<Facade>> {
-        let sealing_keys: Vec<Vec<u8>> = if oauth.sealing_keys.is_empty() {
-            tracing::warn!(
-                "oauth.sealing_keys is not set: generated one; registered clients will not survive a restart"
-            );
-            vec![random_bytes::<32>().to_vec()]
-        } else {
-            oauth
-                .sealing_keys
-                .iter()
-                .map(|key| key.expose().as_bytes().to_vec())
-                .collect()
+        let Parts {
+            tokens,
+            store,
+            google,
+            authorizer,
+        } = parts;
+        let sealer = match &oauth.sealing_keys {
+            None => {
+                tracing::warn!(
+                    "oauth.sealing_keys is not set: generated one; registered clients will not survive a restart"
+                );
+                Current::Generated(Arc::new(Sealer::new(vec![random_bytes::<32>().to_vec()])))
+            }
+            Some(reference) => {
+                let secret = secrets.resolve("oauth.sealing_keys", reference).await?;
+                Current::FromSecret(Derived::new(secret, |text| Ok(Sealer::from_text(text)?))?)
+            }
         };
-        let sealer = Arc::new(Sealer::new(sealing_keys));
+        let sealer = Arc::new(sealer);
+        let google_client_secret = secrets
+            .resolve("oauth.google_client_secret", &oauth.google_client_secret)
+            .await?;
         let documents = if config.client_metadata.enabled {
             let metrics = google.metrics().clone();
             Some(
@@ -155,6 +205,7 @@ impl Facade {
         };
         Ok(Arc::new(Facade {
             settings: oauth.clone(),
+            google_client_secret,
             tokens,
             sealer,
             clients,

@@ -417,7 +417,10 @@ fn the_store_section_has_defaults_and_reads_redis_settings() {
         redis.url.expose().as_str(),
         "rediss://redis.internal:6380/1"
     );
-    assert_eq!(redis.password.as_ref().unwrap().expose(), "s3cret-from-env");
+    assert!(matches!(
+        redis.password.as_ref().unwrap(),
+        crate::secrets::SecretRef::Inline(password) if password.expose() == "s3cret-from-env"
+    ));
     assert_eq!(redis.key_prefix, "authz:");
     assert_eq!(redis.timeout, Duration::from_millis(500));
     // Neither the password nor one inside the URL is ever printed.
@@ -473,7 +476,7 @@ fn store_errors_name_the_key_and_never_echo_secrets() {
         (
             redis("[store.redis]\nurl = \"redis://localhost\"\n"),
             &[("AUTHZ_STORE__REDIS__PASSWORD", "31337")],
-            "config: store.redis.password: must be a string",
+            "config: store.redis.password: an inline secret must be a string",
         ),
         (
             redis("[store.redis]\nurl = \"redis://localhost\"\ntimeout = \"0s\"\n"),

@@ -133,11 +133,11 @@ pub async fn show_consent(
         expires: unix_now() + facade.settings.sign_in_ttl.as_secs(),
     };
     let sealed = match serde_json::to_vec(&request) {
-        Ok(bytes) => facade.sealer.seal(Purpose::ConsentRequest, &bytes),
+        Ok(bytes) => facade.sealer.get().seal(Purpose::ConsentRequest, &bytes),
         Err(_) => return bad_request("The authorization request could not be read."),
     };
     let browser = browser_cookie(&headers).unwrap_or_else(random_token);
-    let csrf = facade.sealer.tag_text(
+    let csrf = facade.sealer.get().tag_text(
         Purpose::ConsentCsrf,
         csrf_input(&browser, &sealed).as_bytes(),
     );
@@ -186,6 +186,7 @@ pub async fn consent_given(
     };
     let request = facade
         .sealer
+        .get()
         .open(Purpose::ConsentRequest, &form.request)
         .and_then(|bytes| serde_json::from_slice::<AuthorizationRequest>(&bytes).ok());
     let Some(request) = request else {
@@ -194,7 +195,7 @@ pub async fn consent_given(
     let Some(browser) = browser_cookie(&headers) else {
         return forbidden("The consent form did not come from this browser (no cookie).");
     };
-    let csrf_ok = facade.sealer.verify_tag(
+    let csrf_ok = facade.sealer.get().verify_tag(
         Purpose::ConsentCsrf,
         csrf_input(&browser, &form.request).as_bytes(),
         &form.csrf,

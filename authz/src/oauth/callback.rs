@@ -165,12 +165,13 @@ impl Facade {
             .sign_in_endpoints()
             .ok_or_else(|| Failure::Unavailable("Google discovery not done".into()))?;
         let callback = self.settings.callback_url();
+        let client_secret = self.google_client_secret.current();
         let form = [
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", &callback),
             ("client_id", &self.settings.google_client_id),
-            ("client_secret", self.settings.google_client_secret.expose()),
+            ("client_secret", client_secret.expose()),
             ("code_verifier", &pending.verifier),
         ];
         let response = self

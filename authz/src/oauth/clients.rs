@@ -12,6 +12,7 @@ use super::{
     redirect::{self, RedirectError},
     seal::{Purpose, Sealer},
 };
+use crate::oauth::Current;
 use crate::{
     client_metadata::{ClientMetadataError, ClientMetadataFetcher, is_metadata_url},
     principal::unix_now,
@@ -82,14 +83,14 @@ struct Sealed {
 /// Resolves and registers clients.
 #[derive(Debug)]
 pub struct Clients {
-    sealer: Arc<Sealer>,
+    sealer: Arc<Current<Sealer>>,
     registration_ttl: u64,
     documents: Option<ClientMetadataFetcher>,
 }
 
 impl Clients {
     pub fn new(
-        sealer: Arc<Sealer>,
+        sealer: Arc<Current<Sealer>>,
         registration_ttl: u64,
         documents: Option<ClientMetadataFetcher>,
     ) -> Clients {
@@ -152,7 +153,7 @@ impl Clients {
         };
         let payload =
             serde_json::to_vec(&sealed).map_err(|e| RegistrationError::Metadata(e.to_string()))?;
-        let client_id = self.sealer.seal(Purpose::ClientId, &payload);
+        let client_id = self.sealer.get().seal(Purpose::ClientId, &payload);
         let mut body = json!({
             "client_id": client_id,
             "client_id_issued_at": issued,
@@ -197,6 +198,7 @@ impl Clients {
         }
         let payload = self
             .sealer
+            .get()
             .open(Purpose::ClientId, client_id)
             .ok_or(ClientError::Unknown)?;
         let sealed: Sealed = serde_json::from_slice(&payload).map_err(|_| ClientError::Unknown)?;

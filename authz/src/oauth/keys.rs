@@ -52,6 +52,28 @@ impl SigningKeys {
         Ok(SigningKeys { keys })
     }
 
+    /// One or more PEM blocks in one text (one secret), in order: the first signs.
+    pub fn from_pem_bundle(text: &str) -> Result<SigningKeys, KeyError> {
+        let blocks = pem::parse_many(text).map_err(|e| KeyError::NotPem {
+            index: 0,
+            problem: e.to_string(),
+        })?;
+        if blocks.is_empty() {
+            return Err(KeyError::NotPem {
+                index: 0,
+                problem: "no PEM block".into(),
+            });
+        }
+        let keys = blocks
+            .iter()
+            .enumerate()
+            .map(|(index, block)| {
+                Key::from_pkcs8(block.contents()).ok_or(KeyError::NotP256 { index })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SigningKeys { keys })
+    }
+
     /// One fresh key, for a single replica with nothing configured.
     pub fn generate() -> Result<SigningKeys, KeyError> {
         let pkcs8 = generate_pkcs8()?;

@@ -83,7 +83,7 @@ pub async fn authorization_server(State(facade): State<Arc<Facade>>) -> Response
 
 /// `GET /oauth/jwks`: the public halves of our signing keys.
 pub async fn jwks(State(facade): State<Arc<Facade>>) -> Response {
-    let mut response = page::json(StatusCode::OK, &facade.tokens.keys.jwks());
+    let mut response = page::json(StatusCode::OK, &facade.tokens.keys.get().jwks());
     // Public and stable; verifiers may cache it briefly.
     response.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,

@@ -47,12 +47,17 @@ pub async fn revoke(
     // Which session the token belongs to, and which client holds it.
     let found = match facade.sessions.peek_refresh(token).await {
         Ok(Some(grant)) => Some((grant.session, grant.session_expires, grant.client_id)),
-        Ok(None) => access_token::verify(&facade.tokens.keys, &facade.tokens.audience, token, true)
-            .ok()
-            .map(|claims| {
-                let expires = unix_now() + facade.settings.session_ttl.as_secs();
-                (claims.sid, expires, claims.client_id)
-            }),
+        Ok(None) => access_token::verify(
+            &facade.tokens.keys.get(),
+            &facade.tokens.audience,
+            token,
+            true,
+        )
+        .ok()
+        .map(|claims| {
+            let expires = unix_now() + facade.settings.session_ttl.as_secs();
+            (claims.sid, expires, claims.client_id)
+        }),
         Err(error) => {
             tracing::error!(%error, "the OAuth store failed");
             return page::unavailable("the session store");

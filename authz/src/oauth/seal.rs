@@ -37,6 +37,21 @@ impl Sealer {
         Sealer { keys }
     }
 
+    /// Keys from one secret: separated by whitespace, each at least 32 characters.
+    pub fn from_text(text: &str) -> anyhow::Result<Sealer> {
+        let keys: Vec<Vec<u8>> = text
+            .split_whitespace()
+            .map(|key| key.as_bytes().to_vec())
+            .collect();
+        if keys.is_empty() {
+            anyhow::bail!("no key");
+        }
+        if keys.iter().any(|key| key.len() < 32) {
+            anyhow::bail!("every key must be at least 32 characters");
+        }
+        Ok(Sealer { keys })
+    }
+
     /// `base64url(payload) "." base64url(tag)`: URL-safe, so it can be a client id.
     pub fn seal(&self, purpose: Purpose, payload: &[u8]) -> String {
         let body = URL_SAFE_NO_PAD.encode(payload);

@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::secrets::SecretRef;
+
 /// `[oauth]`. Absent: no facade; only Google's own tokens are accepted.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,18 +17,21 @@ pub struct OAuthConfig {
     /// The confidential Google OAuth client (web application) users sign in through. Must be
     /// one of `google.client_ids`; its redirect URI at Google is `{issuer}/oauth/callback`.
     pub google_client_id: String,
-    /// That client's secret. Sent only to Google's token endpoint.
-    pub google_client_secret: SecretText,
-    /// ES256 (P-256) private keys, PKCS#8 PEM. The first signs; all verify, so a key is
-    /// rotated by adding the new one second, then moving it first, then dropping the old one.
-    /// Absent: one key is generated at start (tokens then do not survive a restart; refused
-    /// with the Redis store, where replicas must share keys).
+    /// That client's secret (a secret reference: inline, `{ file }` or `{ aws_secret }`). Sent
+    /// only to Google's token endpoint; re-read like every secret, so it rotates without restart.
+    pub google_client_secret: SecretRef,
+    /// ES256 (P-256) private keys: one secret holding one or more PKCS#8 PEM blocks. The first
+    /// signs; all verify, so a key is rotated by adding the new one second, then moving it
+    /// first, then dropping the old one (each step picked up without a restart). Absent: one
+    /// key is generated at start (tokens then do not survive a restart; refused with the Redis
+    /// store, where replicas must share keys).
     #[serde(default)]
-    pub signing_keys: Vec<SecretText>,
-    /// HMAC keys (at least 32 bytes) that seal registered client ids and consent forms. The
-    /// first seals; all open. Absent: generated at start, like `signing_keys`.
+    pub signing_keys: Option<SecretRef>,
+    /// HMAC keys that seal registered client ids and consent forms: one secret holding one or
+    /// more keys separated by whitespace, each at least 32 characters. The first seals; all
+    /// open. Absent: generated at start, like `signing_keys`.
     #[serde(default)]
-    pub sealing_keys: Vec<SecretText>,
+    pub sealing_keys: Option<SecretRef>,
     /// Access-token life. Default 10m.
     #[serde(default = "default_access_token_ttl", with = "humantime_serde")]
     pub access_token_ttl: Duration,
@@ -53,27 +58,6 @@ pub struct OAuthConfig {
     pub resource_name: String,
 }
 
-/// A secret value from the config: never printed.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct SecretText(String);
-
-impl SecretText {
-    pub fn new(value: impl Into<String>) -> SecretText {
-        SecretText(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretText(<redacted>)")
-    }
-}
-
 // === impl OAuthConfig ===
 
 impl OAuthConfig {
@@ -98,12 +82,6 @@ impl OAuthConfig {
                 "google_client_id",
                 "must be one of google.client_ids (its ID tokens are verified like any other)",
             );
-        }
-        if self.google_client_secret.expose().trim().is_empty() {
-            return fail("google_client_secret", "must not be empty");
-        }
-        if self.sealing_keys.iter().any(|key| key.expose().len() < 32) {
-            return fail("sealing_keys", "every key must be at least 32 bytes");
         }
         for (key, ttl) in [
             ("access_token_ttl", self.access_token_ttl),

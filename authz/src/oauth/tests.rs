@@ -147,6 +147,18 @@ fn access_tokens_verify_with_any_configured_key_and_only_for_our_audience() {
 }
 
 #[test]
+fn a_pem_bundle_holds_the_rotation_in_order_and_sealing_keys_need_32_characters() {
+    let (first, second) = (pem(), pem());
+    let bundle = SigningKeys::from_pem_bundle(&format!("{first}\n{second}")).unwrap();
+    let only_first = SigningKeys::from_pem(&[&first]).unwrap();
+    assert_eq!(bundle.signer().0, only_first.signer().0);
+    assert!(bundle.is_ours(SigningKeys::from_pem(&[&second]).unwrap().signer().0));
+    assert!(SigningKeys::from_pem_bundle("").is_err());
+    assert!(Sealer::from_text("short").is_err());
+    assert!(Sealer::from_text(&format!("{} {}", "a".repeat(32), "b".repeat(40))).is_ok());
+}
+
+#[test]
 fn key_ids_are_thumbprints_so_replicas_agree() {
     let text = pem();
     let a = SigningKeys::from_pem(&[&text]).unwrap();
@@ -157,7 +169,9 @@ fn key_ids_are_thumbprints_so_replicas_agree() {
 }
 
 fn clients(ttl: u64) -> Clients {
-    let sealer = Arc::new(Sealer::new(vec![vec![7u8; 32]]));
+    let sealer = Arc::new(super::Current::Generated(Arc::new(Sealer::new(vec![
+        vec![7u8; 32],
+    ]))));
     Clients::new(sealer, ttl, None)
 }
 

@@ -248,7 +248,7 @@ impl Facade {
     async fn issue_with_token(&self, grant: &RefreshGrant) -> Result<(Response, String), Refused> {
         let ttl = self.settings.access_token_ttl.as_secs();
         let (access, _) = access_token::issue(
-            &self.tokens.keys,
+            &self.tokens.keys.get(),
             &self.tokens.audience,
             &grant.user,
             &grant.client_id,

@@ -17,10 +17,10 @@ use ::redis::{
     Client, IntoConnectionInfo, RedisResult, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 
 use super::{Claimed, Revocation, Store, StoreError, StoreFuture, check_id, check_key, ttl_ms};
-use crate::config::RedisConfig;
+use crate::{config::RedisConfig, secrets::SecretRef};
 
 const BACKEND: &str = "redis";
 
@@ -119,12 +119,17 @@ impl RedisStore {
             .clone()
             .into_connection_info()
             .map_err(unusable)?;
-        if let Some(password) = &config.password {
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_password(password.expose());
-            info = info.set_redis_settings(settings);
+        match &config.password {
+            None => {}
+            Some(SecretRef::Inline(password)) => {
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(password.expose());
+                info = info.set_redis_settings(settings);
+            }
+            // `run` resolves file and Secrets Manager references before opening the store.
+            Some(_) => bail!("store.redis.password: the secret reference was not resolved"),
         }
         let client = Client::open(info).map_err(unusable)?;
         // Reconnection inside the manager is kept short: each call has its own deadline anyway,
