@@ -78,6 +78,9 @@ struct Sealed {
     /// Issued at, expires at (unix seconds).
     t: u64,
     e: u64,
+    /// Random: two identical registrations still get two client ids.
+    #[serde(default)]
+    i: String,
 }
 
 /// Resolves and registers clients.
@@ -150,6 +153,7 @@ impl Clients {
             n: name.clone(),
             t: issued,
             e: issued + self.registration_ttl,
+            i: super::random_token()[..11].to_string(),
         };
         let payload =
             serde_json::to_vec(&sealed).map_err(|e| RegistrationError::Metadata(e.to_string()))?;

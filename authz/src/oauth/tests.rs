@@ -204,6 +204,17 @@ async fn registration_is_stateless_and_the_client_id_carries_it() {
         clients.resolve("made-up").await,
         Err(ClientError::Unknown)
     ));
+    let again = clients
+        .register(registration(
+            serde_json::json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
+        ))
+        .unwrap();
+    let twin = clients
+        .register(registration(
+            serde_json::json!({"redirect_uris": ["http://127.0.0.1/cb"]}),
+        ))
+        .unwrap();
+    assert_ne!(again["client_id"], twin["client_id"]);
 }
 
 #[tokio::test]
