@@ -32,8 +32,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from browser import google_sign_in
-from stack import (ADA, BOB, CONSUMER, PLATFORM, Authz, Envoy, McpUpstream, Process, StandIn, demo_workspace,
-                   free_port, oauth_config, wait_until)
+from stack import (ADA, BOB, CONSUMER, PLATFORM, SRE, Authz, Envoy, McpUpstream, Process, StandIn,
+                   demo_workspace, free_port, oauth_config, set_demo_groups, wait_until)
 
 SEALING_KEY = secrets.token_hex(32)
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -57,7 +57,9 @@ class OAuthStack:
             port = free_port()
             self.origin = f"https://localhost:{port}"
             self.resource = f"{self.origin}/mcp"
-            settings = demo_workspace(workdir)(self.standin)
+            # Short membership TTLs, so that a group change is seen by the next refresh.
+            settings = demo_workspace(workdir, {"positive_ttl": "1s", "negative_ttl": "1s",
+                                                "refresh_ahead": "0s"})(self.standin)
             store = '[store]\nbackend = "memory"\n'
             if replicas > 1:
                 redis_port = free_port()
@@ -476,3 +478,33 @@ def test_accounts_outside_the_domain_or_group_get_no_code(single, email, why):
     answer = single.sign_in(single.authorize_url(client_id, secrets.token_urlsafe(48)), email)
     assert answer["error"] == "access_denied" and "code" not in answer, answer
     assert why in answer["error_description"]
+
+
+def test_a_refresh_checks_the_groups_again_and_ends_the_session_of_a_removed_user(single):
+    client_id = single.register()
+    issued = single.tokens(client_id)
+    single.standin.group(PLATFORM, [SRE])  # ada leaves platform@
+    try:
+        time.sleep(1.5)  # past the membership TTL
+        refresh = single.token(grant_type="refresh_token", refresh_token=issued["refresh_token"], client_id=client_id)
+        assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant", refresh.text
+        assert "group" in refresh.json()["error_description"]
+    finally:
+        set_demo_groups(single.standin)
+    time.sleep(1.5)
+    # Back in the group, the refused session stays ended: she must sign in again.
+    again = single.token(grant_type="refresh_token", refresh_token=issued["refresh_token"], client_id=client_id)
+    assert again.status_code == 400
+    assert single.mcp_status(issued["access_token"]) == 401
+
+
+def test_off_boarding_through_the_admin_api_revokes_the_users_sessions(single):
+    client_id = single.register()
+    issued = single.tokens(client_id)
+    assert single.mcp_status(issued["access_token"]) == 200
+    result = single.authz[0].admin("invalidate-user", ADA)
+    assert result.returncode == 0, result.stderr
+    assert "0 refresh-token families" not in result.stdout, result.stdout
+    assert single.mcp_status(issued["access_token"]) == 401
+    refresh = single.token(grant_type="refresh_token", refresh_token=issued["refresh_token"], client_id=client_id)
+    assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant"

@@ -181,7 +181,7 @@ impl Facade {
             }
             Some(reference) => {
                 let secret = secrets.resolve("oauth.sealing_keys", reference).await?;
-                Current::FromSecret(Derived::new(secret, |text| Ok(Sealer::from_text(text)?))?)
+                Current::FromSecret(Derived::new(secret, Sealer::from_text)?)
             }
         };
         let sealer = Arc::new(sealer);
