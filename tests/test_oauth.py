@@ -508,3 +508,25 @@ def test_off_boarding_through_the_admin_api_revokes_the_users_sessions(single):
     assert single.mcp_status(issued["access_token"]) == 401
     refresh = single.token(grant_type="refresh_token", refresh_token=issued["refresh_token"], client_id=client_id)
     assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant"
+
+
+def test_browser_clients_get_cors_on_the_mcp_endpoint_and_the_oauth_endpoints(single):
+    origin = "http://localhost:6274"  # MCP Inspector
+    preflight = single.envoy.request("OPTIONS", "/mcp", headers={
+        "origin": origin, "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type, mcp-protocol-version"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    challenged = single.envoy.request("POST", "/mcp", headers={"origin": origin})
+    assert challenged.status_code == 401
+    assert challenged.headers["access-control-allow-origin"] == origin
+    assert "www-authenticate" in challenged.headers["access-control-expose-headers"].lower()
+    for path in ("/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource/mcp"):
+        response = requests.get(f"{single.origin}{path}", headers={"origin": origin},
+                                verify=str(single.envoy.cert), timeout=10)
+        assert response.headers.get("access-control-allow-origin") in (origin, "*")
+        assert response.raw.headers.getlist("access-control-allow-origin").__len__() == 1
+    token_preflight = single.envoy.request("OPTIONS", "/oauth/token", headers={
+        "origin": origin, "access-control-request-method": "POST"})
+    assert token_preflight.status_code == 200

@@ -31,7 +31,7 @@
 //! (`authz_secret_refreshes_total{secret, outcome}`). Inline values never change.
 //!
 //! # Using it for a new secret field
-//! ```ignore
+//! ```text
 //! #[derive(Deserialize)]
 //! struct OAuth { client_secret: SecretRef, signing_keys: Vec<SecretRef> }
 //!
