@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use opentelemetry::{
-    KeyValue,
+    Context, KeyValue,
     propagation::{Extractor, TextMapPropagator},
     trace::TracerProvider as _,
 };
@@ -179,8 +179,15 @@ pub fn check_span(request_id: &str, headers: Option<&dyn Extractor>) -> Span {
         authz.cache = field::Empty,
         authz.endpoint = field::Empty,
     );
-    if let (false, Some(headers)) = (span.is_disabled(), headers) {
-        let parent = TraceContextPropagator::new().extract(headers);
+    if !span.is_disabled() {
+        // Against an empty context, not the thread's current one: without a valid header the
+        // Check starts its own trace, whatever this thread ran before.
+        let parent = match headers {
+            Some(headers) => {
+                TraceContextPropagator::new().extract_with_context(&Context::new(), headers)
+            }
+            None => Context::new(),
+        };
         // Cannot fail here: the span is enabled and has not been entered yet.
         let _ = span.set_parent(parent);
     }
