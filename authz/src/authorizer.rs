@@ -5,6 +5,7 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use arc_swap::ArcSwap;
+use tracing::Instrument;
 
 use crate::{
     cache::{self, CacheKey, Identity, IdentityCache, Stats, VerdictCache},
@@ -17,6 +18,7 @@ use crate::{
         self, Forbidden, McpCall, Memberships, Policy, PolicySet, Refusal, Step, UnknownPolicy,
     },
     principal::{Principal, unix_now},
+    telemetry,
     verdict::{Unauthenticated, Verdict},
 };
 
@@ -388,6 +390,7 @@ impl Authorizer {
                 Step::NeedGroup(group) => {
                     let answer = rules
                         .is_member(principal.email.as_deref().unwrap_or_default(), &group)
+                        .instrument(telemetry::group_span())
                         .await
                         .map_err(Unstored::Backend)?;
                     stale |= answer.stale;
@@ -426,7 +429,22 @@ impl Authorizer {
         Ok(identity)
     }
 
+    /// Runs only on an identity-cache miss (the span is created when the future first runs,
+    /// so a hit leaves no span behind).
     async fn verify(&self, credential: Credential<'_>) -> Result<Identity, BackendError> {
+        let kind = match credential {
+            Credential::Jwt(_) => "jwt",
+            Credential::Opaque(_) => "opaque",
+        };
+        self.verify_uninstrumented(credential)
+            .instrument(telemetry::verify_span(kind))
+            .await
+    }
+
+    async fn verify_uninstrumented(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<Identity, BackendError> {
         if let (Some(facade), Credential::Jwt(token)) = (&self.facade, credential) {
             let keys = facade.keys.get();
             if access_token::is_ours(&keys, token) {

@@ -21,7 +21,9 @@ use envoy_types::{
         google::protobuf::{Value, value::Kind},
     },
 };
+use opentelemetry::propagation::Extractor;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::{
     audit,
@@ -30,6 +32,7 @@ use crate::{
     credentials::CredentialError,
     google::BackendError,
     policy::{CONTEXT_KEY, McpCall},
+    telemetry,
     verdict::{Unauthenticated, Verdict},
 };
 
@@ -84,6 +87,12 @@ impl Authorization for CheckService {
             .and_then(|h| h.headers.get("x-request-id").or(Some(&h.id)))
             .map(|id| prefix(id, MAX_REQUEST_ID))
             .unwrap_or_default();
+        // Disabled, and the headers left alone, unless tracing is on.
+        let trace_headers = http.map(TraceHeaders);
+        let span = telemetry::check_span(
+            request_id,
+            trace_headers.as_ref().map(|h| h as &dyn Extractor),
+        );
         let path = http.map(|h| h.path.as_str()).unwrap_or_default();
         let authorization = http.and_then(authorization_header);
         let facts = RequestFacts {
@@ -95,15 +104,22 @@ impl Authorization for CheckService {
                 .map(String::as_str),
             mcp: attributes.map(mcp_call).unwrap_or_default(),
         };
-        match self.authorizer.authorize(facts).await {
+        match self
+            .authorizer
+            .authorize(facts)
+            .instrument(span.clone())
+            .await
+        {
             Ok(decision) => {
                 let latency = started.elapsed();
+                telemetry::record_decision(&span, &decision);
                 audit::decision(request_id, &decision, latency);
                 self.authorizer.metrics().decision(&decision, latency);
                 Ok(Response::new(self.responses.render(&decision)))
             }
             Err(error) => {
                 let latency = started.elapsed();
+                telemetry::record_outage(&span, &error);
                 audit::outage(request_id, &error, latency);
                 self.authorizer.metrics().outage(&error, latency);
                 self.responses.outage(&error).map(Response::new)
@@ -183,6 +199,43 @@ fn authorization_header(
         joined_mut.extend_from_slice(next);
         joined
     }))
+}
+
+/// The request's headers as the W3C trace-context propagator reads them (`traceparent`,
+/// `tracestate`): from `headers`, or from `header_map` when Envoy sends raw headers. A value
+/// that is not UTF-8 reads as absent, and so starts a new trace.
+struct TraceHeaders<'a>(
+    &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+);
+
+impl Extractor for TraceHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if let Some(value) = self.0.headers.get(key) {
+            return Some(value);
+        }
+        let header = self
+            .0
+            .header_map
+            .as_ref()?
+            .headers
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(key))?;
+        if header.raw_value.is_empty() {
+            Some(&header.value)
+        } else {
+            std::str::from_utf8(&header.raw_value).ok()
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        let raw = self.0.header_map.iter().flat_map(|m| &m.headers);
+        self.0
+            .headers
+            .keys()
+            .map(String::as_str)
+            .chain(raw.map(|h| h.key.as_str()))
+            .collect()
+    }
 }
 
 impl Responses {

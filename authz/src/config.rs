@@ -53,6 +53,9 @@ pub struct Config {
     pub envoy: Envoy,
     #[serde(default)]
     pub log: Log,
+    /// OpenTelemetry traces (`[tracing]`); off unless `otlp_endpoint` is set.
+    #[serde(default)]
+    pub tracing: crate::telemetry::TracingConfig,
     /// OAuth Client ID Metadata Documents (`[client_metadata]`).
     #[serde(default)]
     pub client_metadata: ClientMetadataConfig,
@@ -386,6 +389,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return fail("log.level", &e.to_string());
+        }
+        if let Err((key, message)) = self.tracing.validate() {
+            return fail(key, &message);
         }
         if let Err((key, message)) = self.client_metadata.validate() {
             return fail(&format!("client_metadata.{key}"), &message);

@@ -31,7 +31,8 @@
 //!   the user in; we issue audience-bound ES256 tokens the Check verifies locally).
 //! - [`admin`]: the loopback-only admin gRPC API (off-boarding, cache figures, config version)
 //!   and its `authz admin` client.
-//! - [`telemetry`]: log setup.
+//! - [`telemetry`]: logs, and OpenTelemetry traces of the Check (OTLP/HTTP, off unless
+//!   configured) that continue Envoy's trace from `traceparent`.
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments and waits for a signal.
 

@@ -66,7 +66,14 @@ fn main() -> ExitCode {
         println!("config ok");
         return ExitCode::SUCCESS;
     }
-    authz::telemetry::init(&config.log);
+    let telemetry = match authz::telemetry::init(&config.log, &config.tracing) {
+        Ok(telemetry) => telemetry,
+        // The URL was validated; what is left is the exporter's own OTEL_* variables.
+        Err(e) => {
+            eprintln!("config: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -78,14 +85,18 @@ fn main() -> ExitCode {
         path: args.config.clone(),
         env: std::env::vars().collect(),
     };
-    match runtime.block_on(serve(config, source)) {
+    let code = match runtime.block_on(serve(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
             eprintln!("authz: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The spans of the last checks are still queued: export them (bounded by
+    // tracing.export_timeout) before the process ends.
+    telemetry.shutdown();
+    code
 }
 
 fn healthcheck(url: &str, timeout: Duration) -> ExitCode {

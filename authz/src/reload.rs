@@ -326,6 +326,8 @@ fn restart_only_change(old: &Config, new: &Config) -> Result<(), ReloadError> {
         "envoy"
     } else if old.log != new.log {
         "log"
+    } else if old.tracing != new.tracing {
+        "tracing"
     } else if old.client_metadata != new.client_metadata {
         "client_metadata"
     } else if old.oauth != new.oauth {
