@@ -7,10 +7,15 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
+use authz::oauth::{
+    access_token::{self, Audience, User},
+    keys::SigningKeys,
+};
 use standin::{Options, StandIn};
 
 /// `$CARGO_TARGET_DIR/release/authz`, else `<workspace>/target/release/authz`.
@@ -119,7 +124,13 @@ pub struct Authz {
     process: Process,
     grpc: SocketAddr,
     http: SocketAddr,
+    /// The facade's signing key given to this authz, so benchmarks can mint its tokens.
+    facade_keys: Arc<SigningKeys>,
 }
+
+/// The facade's issuer and our resource in the benchmark config (tokens must match both).
+pub const FACADE_ISSUER: &str = "https://mcp.example.com";
+pub const RESOURCE: &str = "https://mcp.example.com/mcp";
 
 /// Memory of the authz process, from `/proc/<pid>/status`.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +157,10 @@ impl Authz {
         let dir = std::env::temp_dir().join(format!("authz-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (grpc, http) = (free_port()?, free_port()?);
+        let pkcs8 = authz::oauth::keys::generate_pkcs8().context("generating a facade key")?;
+        let facade_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8));
+        let facade_keys =
+            Arc::new(SigningKeys::from_pem_bundle(&facade_pem).context("reading the facade key")?);
         let config = format!(
             r#"[listen]
 grpc = "{grpc}"
@@ -160,7 +175,13 @@ tokeninfo_url = "{issuer}/tokeninfo"
 domains = ["{domain}"]
 
 [resource]
-url = "https://mcp.example.com/mcp"
+url = "{RESOURCE}"
+
+[oauth]
+issuer = "{FACADE_ISSUER}"
+google_client_id = "{client_id}"
+google_client_secret = "bench"
+signing_keys = '''{facade_pem}'''
 
 [cache]
 max_entries = 1000000
@@ -201,7 +222,39 @@ level = "{log_level}"
             process: Process::new("authz", child, dir),
             grpc,
             http,
+            facade_keys,
         })
+    }
+
+    /// Access tokens as the OAuth facade of this authz issues them (same key, issuer and
+    /// audience), one per user `user{i}@domain`, valid for an hour.
+    pub fn facade_tokens(&self, domain: &str, count: usize) -> anyhow::Result<Vec<String>> {
+        let audience = Audience {
+            issuer: FACADE_ISSUER.to_string(),
+            resource: RESOURCE.to_string(),
+            leeway: 0,
+        };
+        (0..count)
+            .map(|i| {
+                let user = User {
+                    sub: format!("{}", 300_000_000_000_000_000_000u128 + i as u128),
+                    email: format!("user{i}@{domain}"),
+                    hd: Some(domain.to_string()),
+                };
+                let session = format!("bench-session-{i}");
+                access_token::issue(
+                    &self.facade_keys,
+                    &audience,
+                    &user,
+                    "bench",
+                    "mcp",
+                    &session,
+                    3600,
+                )
+                .map(|(token, _)| token)
+                .context("minting a facade token")
+            })
+            .collect()
     }
 
     pub fn pid(&self) -> u32 {

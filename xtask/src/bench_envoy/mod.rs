@@ -106,6 +106,8 @@ struct Tokens {
     warm_id: Arc<[HeaderValue]>,
     cold_id: Arc<[HeaderValue]>,
     access: Arc<[HeaderValue]>,
+    /// Issued with the facade's key and code (verified by authz locally, ES256).
+    facade: Arc<[HeaderValue]>,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -158,9 +160,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (warm, cold) = (args.tokens, cold_count);
         tokio::task::spawn_blocking(move || mint(&standin, warm, cold))
     };
-    let (_, tokens) = tokio::try_join!(authz.wait_ready(Duration::from_secs(30)), async {
+    let (_, mut tokens) = tokio::try_join!(authz.wait_ready(Duration::from_secs(30)), async {
         minting.await.context("the token minting task failed")?
     })?;
+    tokens.facade = bearer(&authz.facade_tokens(DOMAIN, args.tokens)?)?;
     let jwks = fetch_jwks(&standin).await?;
     let stats_ready = standin.stats();
 
@@ -193,9 +196,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Config::JwtAuthn,
         Config::ExtAuthzWarm,
         Config::ExtAuthzOpaque,
+        Config::ExtAuthzFacade,
     ];
     let tokens_of = |config| match config {
         Config::ExtAuthzOpaque | Config::ExtAuthzFirstOpaque => &tokens.access,
+        Config::ExtAuthzFacade | Config::ExtAuthzFirstFacade => &tokens.facade,
         _ => &tokens.warm_id,
     };
 
@@ -214,6 +219,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         (
             Config::ExtAuthzFirstOpaque,
+            &ext_load,
+            &pids[2],
+            Some(authz_pid.as_str()),
+        ),
+        (
+            Config::ExtAuthzFirstFacade,
             &ext_load,
             &pids[2],
             Some(authz_pid.as_str()),
@@ -357,19 +368,20 @@ fn mint(standin: &StandIn, warm: usize, cold: usize) -> anyhow::Result<Tokens> {
             })
         })
         .collect();
-    let bearer = |tokens: &[String]| -> anyhow::Result<Arc<[HeaderValue]>> {
-        tokens
-            .iter()
-            .map(|token| {
-                HeaderValue::from_str(&format!("Bearer {token}")).context("a token header")
-            })
-            .collect()
-    };
     Ok(Tokens {
         warm_id: bearer(&ids[..warm])?,
         cold_id: bearer(&ids[warm..])?,
         access: bearer(&access)?,
+        facade: Arc::from(Vec::new()),
     })
+}
+
+/// Tokens as `Authorization: Bearer` values.
+fn bearer(tokens: &[String]) -> anyhow::Result<Arc<[HeaderValue]>> {
+    tokens
+        .iter()
+        .map(|token| HeaderValue::from_str(&format!("Bearer {token}")).context("a token header"))
+        .collect()
 }
 
 /// The stand-in's JWKS document, as Envoy's `local_jwks` gets it.

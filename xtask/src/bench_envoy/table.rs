@@ -15,9 +15,11 @@ pub enum Config {
     JwtAuthn,
     ExtAuthzWarm,
     ExtAuthzOpaque,
+    ExtAuthzFacade,
     ExtAuthzCold,
     ExtAuthzFirstId,
     ExtAuthzFirstOpaque,
+    ExtAuthzFirstFacade,
 }
 
 impl Config {
@@ -28,8 +30,10 @@ impl Config {
             Self::ExtAuthzWarm => "(c) ext_authz warm, ID token",
             Self::ExtAuthzCold => "(d) ext_authz cold, ID token",
             Self::ExtAuthzOpaque => "(e) ext_authz opaque warm, access token",
+            Self::ExtAuthzFacade => "(f) ext_authz warm, our facade's ES256 token",
             Self::ExtAuthzFirstId => "ext_authz warm-up: each ID token once",
             Self::ExtAuthzFirstOpaque => "ext_authz warm-up: each access token once",
+            Self::ExtAuthzFirstFacade => "ext_authz warm-up: each facade token once",
         }
     }
 }
