@@ -23,7 +23,7 @@ use super::{
     Facade, clients::ClientError, page, random_token, redirect, seal::Purpose,
     sessions::PendingSignIn,
 };
-use crate::principal::unix_now;
+use crate::{cache::hex_sha256, principal::unix_now};
 
 /// The browser-binding cookie. `__Host-`: Secure, no Domain, Path=/, so no sibling host can
 /// set or read it.
@@ -226,7 +226,7 @@ pub async fn consent_given(
         request,
         nonce: nonce.clone(),
         verifier: verifier.clone(),
-        browser: hash(&browser),
+        browser: hex_sha256(browser.as_bytes()),
     };
     if let Err(error) = facade
         .sessions
@@ -267,14 +267,24 @@ impl Facade {
         error: &str,
         description: &str,
     ) -> Response {
+        let answer = [("error", error), ("error_description", description)];
+        self.answer_client(redirect_uri, state, &answer)
+    }
+
+    /// Sends an authorization response (a code or an error) to a checked redirect URI, with
+    /// the client's `state` and our `iss` (RFC 9207).
+    pub(super) fn answer_client(
+        &self,
+        redirect_uri: &str,
+        state: Option<&str>,
+        answer: &[(&str, &str)],
+    ) -> Response {
         let Ok(mut url) = Url::parse(redirect_uri) else {
             return bad_request("The redirect address cannot be used.");
         };
         {
             let mut query = url.query_pairs_mut();
-            query
-                .append_pair("error", error)
-                .append_pair("error_description", description);
+            query.extend_pairs(answer);
             if let Some(state) = state {
                 query.append_pair("state", state);
             }
@@ -347,14 +357,6 @@ pub(super) fn browser_cookie(headers: &HeaderMap) -> Option<String> {
 
 fn csrf_input(browser: &str, sealed_request: &str) -> String {
     format!("{browser}.{sealed_request}")
-}
-
-/// SHA-256, hex: how a secret is kept when it only needs to be recognised.
-pub(super) fn hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The PKCE S256 challenge of a verifier (RFC 7636 s4.2).

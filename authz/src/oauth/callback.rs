@@ -12,16 +12,16 @@ use axum::{
     response::Response,
 };
 use serde::Deserialize;
-use url::Url;
 
 use super::{
     Facade,
     access_token::User,
-    authorize::{browser_cookie, hash, unavailable_page},
+    authorize::{browser_cookie, unavailable_page},
     page, random_token,
     sessions::{CodeGrant, PendingSignIn},
 };
 use crate::{
+    cache::hex_sha256,
     google::VerifyError,
     principal::{Principal, unix_now},
 };
@@ -74,8 +74,8 @@ pub async fn callback(
         }
     };
     // Login CSRF: finishing someone else's sign-in in this browser must not work.
-    let same_browser =
-        browser_cookie(&headers).is_some_and(|cookie| hash(&cookie) == pending.browser);
+    let same_browser = browser_cookie(&headers)
+        .is_some_and(|cookie| hex_sha256(cookie.as_bytes()) == pending.browser);
     if !same_browser {
         tracing::warn!(
             reason = "callback_other_browser",
@@ -141,18 +141,11 @@ pub async fn callback(
         client_id = %short(&grant.client_id),
         "signed in"
     );
-    let Ok(mut url) = Url::parse(&request.redirect_uri) else {
-        return back("server_error", "bad redirect URI");
-    };
-    {
-        let mut query = url.query_pairs_mut();
-        query.append_pair("code", &our_code);
-        if let Some(state) = &request.state {
-            query.append_pair("state", state);
-        }
-        query.append_pair("iss", facade.issuer());
-    }
-    page::redirect(StatusCode::FOUND, url.as_str())
+    facade.answer_client(
+        &request.redirect_uri,
+        request.state.as_deref(),
+        &[("code", &our_code)],
+    )
 }
 
 // === impl Facade ===

@@ -9,9 +9,9 @@
 use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use sha2::{Digest, Sha256};
 
 use super::access_token::User;
+use crate::cache::hex_sha256;
 use crate::store::{Store, StoreError, revocations::Revocations};
 
 /// A sign-in waiting for Google's callback.
@@ -209,14 +209,7 @@ impl Sessions {
 
 /// The store key for a secret value of some kind: never the value itself.
 fn key(kind: &str, secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    let mut key = String::with_capacity(kind.len() + 65);
-    key.push_str(kind);
-    key.push(':');
-    for byte in digest {
-        key.push_str(&format!("{byte:02x}"));
-    }
-    key
+    format!("{kind}:{}", hex_sha256(secret.as_bytes()))
 }
 
 /// From now until `unix`, at least one second.

@@ -9,6 +9,7 @@
 //! `AWS_DEFAULT_REGION`, then the file's `region_url`. The variables are read once at start-up
 //! into [`AwsEnv`], so tests hand them in rather than setting process environment.
 
+pub(crate) use crate::cache::hex_sha256;
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
@@ -17,7 +18,7 @@ use std::{
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use url::Url;
 
 use super::{AuthError, SecretString, Step, read_json, unreachable};
@@ -484,10 +485,6 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
-}
-
-pub(crate) fn hex_sha256(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
 }
 
 fn hex(bytes: &[u8]) -> String {
