@@ -4,22 +4,24 @@
 //! read: policy name, HTTP method, MCP method and tool).
 //!
 //! Keys are SHA-256 over the token and those inputs, so the raw token is never stored and a
-//! verdict reached for one route, policy or tool can never answer for another. Backend errors are returned, not cached: a Google blip must not
-//! lock anyone out. Concurrent misses for one key share a single verification (moka's
-//! `or_try_insert_with` runs one init future per key and hands its result to every waiter).
+//! verdict reached for one route, policy or tool can never answer for another. Backend errors
+//! are returned, not cached: a Google blip must not lock anyone out. Concurrent misses for one
+//! key share a single verification (`flight`). Storage is `pool`: compact, bounded, CLOCK
+//! eviction.
 
 use std::{
     future::Future,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
-    time::Instant,
 };
 
-use moka::{Expiry, future::Cache};
 use sha2::{Digest, Sha256};
+
+use flight::{Flights, SharedError};
+use pool::Pool;
 
 use crate::{
     google::TokenError,
@@ -27,8 +29,11 @@ use crate::{
     verdict::Verdict,
 };
 
-/// SHA-256 of the token and the decision's other inputs.
-pub type CacheKey = [u8; 32];
+/// The first 128 bits of SHA-256 over the token and the decision's other inputs. Answering for
+/// someone else's cached entry would take a token whose key matches one of the N cached keys:
+/// a second-preimage search of 2^128 / N hashes. Sixteen bytes, not 32, because a million
+/// entries store a key each, twice (identity and verdict).
+pub type CacheKey = [u8; 16];
 
 /// What a token proves: who it speaks for, or why it is not valid.
 pub type Identity = Result<Arc<Principal>, TokenError>;
@@ -60,11 +65,27 @@ impl Cached for Identity {
 }
 
 /// A bounded map from key hash to value, each entry expiring with its token.
-#[derive(Debug, Clone)]
+///
+/// Answers about valid tokens and answers about invalid ones live in separate pools: the
+/// second is what a caller without a token can fill, and it holds an eighth of the first, so a
+/// flood of junk tokens only ever evicts other junk.
 pub struct TtlCache<V: Cached> {
-    entries: Cache<CacheKey, V>,
+    valid: Pool<V>,
+    invalid: Pool<V>,
+    flights: Flights<V>,
+    lifetimes: Lifetimes,
     /// Hits and misses since start-up, for the admin API. Relaxed atomics: figures, not locks.
-    counts: Arc<Counts>,
+    counts: Counts,
+}
+
+impl<V: Cached> std::fmt::Debug for TtlCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TtlCache")
+            .field("valid", &self.valid.len())
+            .field("invalid", &self.invalid.len())
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -91,14 +112,6 @@ pub struct Lifetimes {
     pub allow: Duration,
     /// Verdicts about invalid tokens.
     pub deny: Duration,
-}
-
-struct TokenExpiry(Lifetimes);
-
-impl<V: Cached> Expiry<CacheKey, V> for TokenExpiry {
-    fn expire_after_create(&self, _: &CacheKey, value: &V, _: Instant) -> Option<Duration> {
-        Some(lifetime(value, self.0, unix_now()))
-    }
 }
 
 /// An entry about a valid token lives min(allow TTL, time left on the token); one about an
@@ -131,87 +144,126 @@ pub fn key(token: &str, inputs: &[&[u8]]) -> CacheKey {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part);
     }
-    hash.finalize().into()
+    let digest = hash.finalize();
+    let mut key = CacheKey::default();
+    key.copy_from_slice(&digest[..std::mem::size_of::<CacheKey>()]);
+    key
 }
 
 impl<V: Cached> TtlCache<V> {
+    /// At most `max_entries` answers about valid tokens, and an eighth of that (at least one)
+    /// about invalid ones.
     pub fn new(max_entries: u64, lifetimes: Lifetimes) -> TtlCache<V> {
         TtlCache {
-            entries: Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(TokenExpiry(lifetimes))
-                .build(),
-            counts: Arc::default(),
+            valid: Pool::new(max_entries),
+            invalid: Pool::new((max_entries / 8).max(1)),
+            flights: Flights::default(),
+            lifetimes,
+            counts: Counts::default(),
         }
     }
 
     /// Returns the cached value, or runs `verify` (once per key, however many callers wait)
-    /// and caches its answer. The flag says whether this call's answer came from the cache.
-    /// An `Err` is handed to every waiter and cached for nobody.
+    /// and caches its answer. The flag says whether this call's answer came without running
+    /// `verify` (from the cache, or from a concurrent caller's verification). An `Err` is handed
+    /// to every waiter and cached for nobody.
     pub async fn get_or_verify<E, F>(&self, key: CacheKey, verify: F) -> Result<(V, bool), Arc<E>>
     where
         F: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        let entry = self.entries.entry(key).or_try_insert_with(verify).await?;
-        let hit = !entry.is_fresh();
-        let count = if hit {
-            &self.counts.hits
-        } else {
+        if let Some(value) = self.get(&key) {
+            self.counts.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((value, true));
+        }
+        let joined = self.flights.join(key);
+        let ran = AtomicBool::new(false);
+        let result = joined
+            .flight()
+            .get_or_init(|| async {
+                // A flight that ended just before we joined has already stored its answer.
+                if let Some(value) = self.get(&key) {
+                    return Ok(value);
+                }
+                ran.store(true, Ordering::Relaxed);
+                let value = verify.await.map_err(|e| Arc::new(e) as SharedError)?;
+                self.insert(key, value.clone());
+                Ok(value)
+            })
+            .await
+            .clone();
+        drop(joined);
+        let ran = ran.load(Ordering::Relaxed);
+        let count = if ran {
             &self.counts.misses
+        } else {
+            &self.counts.hits
         };
         count.fetch_add(1, Ordering::Relaxed);
-        Ok((entry.into_value(), hit))
+        match result {
+            Ok(value) => Ok((value, !ran)),
+            // Every caller of one cache passes the same error type.
+            Err(shared) => Err(shared.downcast::<E>().unwrap_or_else(|_| {
+                unreachable!("one cache, one error type: {}", std::any::type_name::<E>())
+            })),
+        }
+    }
+
+    fn get(&self, key: &CacheKey) -> Option<V> {
+        self.valid.get(key).or_else(|| self.invalid.get(key))
+    }
+
+    fn insert(&self, key: CacheKey, value: V) {
+        let lifetime = lifetime(&value, self.lifetimes, unix_now());
+        if value.token_expiry().is_some() {
+            self.valid.insert(key, value, lifetime);
+        } else {
+            self.invalid.insert(key, value, lifetime);
+        }
     }
 
     pub async fn invalidate(&self, key: &CacheKey) {
-        self.entries.invalidate(key).await;
+        self.valid.remove(key);
+        self.invalid.remove(key);
     }
 
     /// Off-boarding: removes every entry whose principal has this email (case-insensitive) and
-    /// returns how many. Keys are hashes, so this walks the cache (an admin action, not the hot
-    /// path) and removes the keys it found; that gives an exact count and spares the builder
-    /// `support_invalidation_closures()`, which would make every read check the predicates.
-    /// A fill in flight when this runs may still land afterwards; its group lookups are cut
-    /// off by the membership cache's own invalidation.
+    /// returns how many. Keys are hashes, so this walks the cache: an admin action, not the hot
+    /// path. A fill in flight when this runs may still land afterwards; its group lookups are
+    /// cut off by the membership cache's own invalidation.
     pub async fn invalidate_email(&self, email: &str) -> u64 {
         let email = email.to_lowercase();
-        let keys: Vec<Arc<CacheKey>> = self
-            .entries
-            .iter()
-            .filter(|(_, value)| {
-                value
-                    .email()
-                    .is_some_and(|found| found.to_lowercase() == email)
-            })
-            .map(|(key, _)| key)
-            .collect();
-        for key in &keys {
-            self.entries.invalidate(key.as_ref()).await;
-        }
-        keys.len() as u64
+        self.valid.remove_where(|value| {
+            value
+                .email()
+                .is_some_and(|found| found.to_lowercase() == email)
+        })
     }
 
-    /// Entries (after pending maintenance), hits and misses since start-up.
+    /// Entries (expired ones removed first), hits and misses since start-up.
     pub async fn stats(&self) -> Stats {
-        self.entries.run_pending_tasks().await;
+        self.flush().await;
         Stats {
-            entries: self.entries.entry_count(),
+            entries: self.entry_count(),
             hits: self.counts.hits.load(Ordering::Relaxed),
             misses: self.counts.misses.load(Ordering::Relaxed),
         }
     }
 
+    /// Entries held, including expired ones not yet removed.
     pub fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
+        self.valid.len() + self.invalid.len()
     }
 
-    /// Runs moka's pending maintenance (evictions, counts); for tests and metrics.
+    /// Removes expired entries now; for tests, stats and measurements.
     pub async fn flush(&self) {
-        self.entries.run_pending_tasks().await;
+        self.valid.purge_expired();
+        self.invalid.purge_expired();
     }
 }
 
+mod flight;
+mod pool;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

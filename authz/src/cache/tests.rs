@@ -180,3 +180,128 @@ async fn invalidating_an_email_removes_only_that_users_entries_and_counts_them()
     let stats = cache.stats().await;
     assert_eq!((stats.hits, stats.misses), (1, 5));
 }
+
+#[tokio::test]
+async fn a_junk_token_flood_never_evicts_an_answer_about_a_valid_token() {
+    let cache = VerdictCache::new(1_000, LIFETIMES);
+    for i in 0..1_000 {
+        cache
+            .get_or_verify::<(), _>(key(&format!("valid{i}"), &[]), async {
+                Ok(allow(unix_now() + 3600))
+            })
+            .await
+            .unwrap();
+    }
+    for i in 0..100_000 {
+        let junk = Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::TooLong));
+        cache
+            .get_or_verify::<(), _>(key(&format!("junk{i}"), &[]), async { Ok(junk) })
+            .await
+            .unwrap();
+    }
+    assert!(cache.entry_count() <= 1_000 + 1_000 / 8);
+    for i in 0..1_000 {
+        let (_, hit) = cache
+            .get_or_verify::<(), _>(key(&format!("valid{i}"), &[]), async {
+                Ok(allow(unix_now() + 3600))
+            })
+            .await
+            .unwrap();
+        assert!(hit, "valid{i} was evicted by junk");
+    }
+}
+
+#[tokio::test]
+async fn when_full_entries_in_use_outlive_one_off_entries() {
+    // One shard of 1,000: the eviction order is the clock's alone.
+    let cache = VerdictCache::new(1_000, LIFETIMES);
+    let fill = |name: String| {
+        let cache = &cache;
+        async move {
+            cache
+                .get_or_verify::<(), _>(key(&name, &[]), async { Ok(allow(unix_now() + 3600)) })
+                .await
+                .unwrap()
+                .1
+        }
+    };
+    for i in 0..100 {
+        fill(format!("hot{i}")).await;
+    }
+    for round in 0..20 {
+        // The hot entries are read between every wave of 300 one-off tokens.
+        for i in 0..100 {
+            assert!(
+                fill(format!("hot{i}")).await,
+                "hot{i} evicted in round {round}"
+            );
+        }
+        for i in 0..300 {
+            fill(format!("cold{round}-{i}")).await;
+        }
+    }
+    assert_eq!(cache.entry_count(), 1_000);
+}
+
+#[tokio::test]
+async fn a_waiter_finishes_the_verification_of_a_cancelled_caller_and_nothing_is_left_behind() {
+    let cache = VerdictCache::new(100, LIFETIMES);
+    let k = key("t", &[]);
+    let first = cache.get_or_verify(k, async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok::<_, ()>(allow(unix_now() + 3600))
+    });
+    // The first caller is cancelled (Envoy gave up) before its verification ends.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), first)
+            .await
+            .is_err()
+    );
+    assert_eq!(cache.flights.len(), 0, "a cancelled flight must not stay");
+
+    let slow = cache.get_or_verify(k, async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, ()>(allow(unix_now() + 3600))
+    });
+    let waiter = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cache
+            .get_or_verify(k, async { Ok::<_, ()>(allow(unix_now() + 3600)) })
+            .await
+    };
+    let (slow, waiter) = tokio::join!(
+        tokio::time::timeout(Duration::from_millis(20), slow),
+        waiter
+    );
+    assert!(slow.is_err(), "the slow caller was cancelled");
+    assert!(waiter.is_ok());
+    assert_eq!(cache.flights.len(), 0);
+    let (_, hit) = cache
+        .get_or_verify(k, async { Err::<Verdict, _>(()) })
+        .await
+        .unwrap();
+    assert!(hit);
+}
+
+#[tokio::test]
+async fn an_error_reaches_every_waiter_and_the_next_caller_verifies_again() {
+    let cache = VerdictCache::new(100, LIFETIMES);
+    let calls = AtomicUsize::new(0);
+    let k = key("t", &[]);
+    let failing = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Err::<Verdict, _>("google down".to_string())
+    };
+    let results =
+        futures::future::join_all((0..20).map(|_| cache.get_or_verify(k, failing()))).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| **e == "google down"))
+    );
+    assert_eq!(cache.flights.len(), 0);
+    let _ = cache.get_or_verify(k, failing()).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
