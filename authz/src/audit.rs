@@ -18,9 +18,9 @@ pub fn decision(request_id: &str, decision: &Decision, latency: Duration) {
     tracing::info!(
         target: "audit",
         request_id,
-        subject = principal.map(|p| p.sub.as_str()),
-        email = principal.and_then(|p| p.email.as_deref()),
-        domain = principal.and_then(|p| p.hosted_domain.as_deref()),
+        subject = principal.map(|p| p.sub()),
+        email = principal.and_then(|p| p.email()),
+        domain = principal.and_then(|p| p.hosted_domain()),
         token_kind = principal.map(|p| p.source.as_str()),
         decision = decision.verdict.decision(),
         reason = decision.verdict.reason(),

@@ -19,7 +19,7 @@ use crate::{
     },
     principal::{Principal, unix_now},
     telemetry,
-    verdict::{Unauthenticated, Verdict},
+    verdict::{Outcomes, Unauthenticated, Verdict},
 };
 
 /// The facts of an HTTP request that a decision may read. Built by the Check module from
@@ -123,6 +123,8 @@ pub struct Authorizer {
 #[derive(Debug)]
 struct Rules {
     policies: PolicySet,
+    /// The grants and refusals the cached verdicts share.
+    outcomes: Outcomes,
     groups: Option<Arc<dyn MembershipLookup>>,
     fingerprint: [u8; 32],
 }
@@ -376,20 +378,25 @@ impl Authorizer {
                     why: Forbidden::UnknownPolicy,
                     group: None,
                 };
-                return Ok(Verdict::Forbidden(principal, Arc::new(refusal)));
+                return Ok(Verdict::Forbidden(
+                    principal,
+                    rules.outcomes.refusal(refusal),
+                ));
             }
         };
         let mut known = Memberships::default();
         let mut stale = false;
         let verdict = loop {
             match policy::decide(policy, &principal, request, &known) {
-                Step::Decided(Ok(grant)) => break Verdict::Allow(principal, Arc::new(grant)),
+                Step::Decided(Ok(grant)) => {
+                    break Verdict::Allow(principal, rules.outcomes.grant(grant));
+                }
                 Step::Decided(Err(refusal)) => {
-                    break Verdict::Forbidden(principal, Arc::new(refusal));
+                    break Verdict::Forbidden(principal, rules.outcomes.refusal(refusal));
                 }
                 Step::NeedGroup(group) => {
                     let answer = rules
-                        .is_member(principal.email.as_deref().unwrap_or_default(), &group)
+                        .is_member(principal.email().unwrap_or_default(), &group)
                         .instrument(telemetry::group_span())
                         .await
                         .map_err(Unstored::Backend)?;
@@ -466,6 +473,7 @@ impl Rules {
     fn new(config: &Config, groups: Option<Arc<dyn MembershipLookup>>) -> Rules {
         Rules {
             policies: PolicySet::from_config(config),
+            outcomes: Outcomes::default(),
             groups,
             fingerprint: config.policy_fingerprint(),
         }
@@ -491,7 +499,7 @@ impl Authorizer {
         };
         verdict
             .principal()
-            .and_then(|principal| principal.session.as_deref())
+            .and_then(|principal| principal.session())
             .is_some_and(|session| facade.revocations.is_revoked(session))
     }
 }

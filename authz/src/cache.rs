@@ -51,7 +51,7 @@ impl Cached for Verdict {
         self.principal().map(|p| p.expires_at)
     }
     fn email(&self) -> Option<&str> {
-        self.principal().and_then(|p| p.email.as_deref())
+        self.principal().and_then(|p| p.email())
     }
 }
 
@@ -60,7 +60,7 @@ impl Cached for Identity {
         self.as_ref().ok().map(|p| p.expires_at)
     }
     fn email(&self) -> Option<&str> {
-        self.as_ref().ok().and_then(|p| p.email.as_deref())
+        self.as_ref().ok().and_then(|p| p.email())
     }
 }
 

@@ -246,8 +246,8 @@ impl Responses {
                 // OVERWRITE, not the default APPEND: a client-supplied copy is replaced, never
                 // extended. Headers we do not set this time are removed outright.
                 let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
-                ok.add_header(&self.user_header, &principal.sub, overwrite, false);
-                match &principal.email {
+                ok.add_header(&self.user_header, principal.sub(), overwrite, false);
+                match principal.email() {
                     Some(email) => {
                         ok.add_header(&self.email_header, email, overwrite, false);
                     }

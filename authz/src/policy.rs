@@ -17,7 +17,10 @@
 mod glob;
 mod select;
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    sync::{Arc, LazyLock},
+};
 
 pub use glob::Glob;
 pub use select::{CONTEXT_KEY, PolicySet, UnknownPolicy};
@@ -104,7 +107,7 @@ pub enum Step {
 }
 
 /// Why a request was let in, for the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Grant {
     pub policy: Arc<str>,
     /// `policy` when the policy's own requirement decided, else the matching rule's label.
@@ -114,7 +117,7 @@ pub struct Grant {
 }
 
 /// Why a request with a valid token was refused (a 403).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Refusal {
     pub policy: Arc<str>,
     pub rule: Arc<str>,
@@ -124,7 +127,7 @@ pub struct Refusal {
 }
 
 /// The reason behind a 403.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Forbidden {
     #[error("the account's email address is not verified")]
     EmailNotVerified,
@@ -159,7 +162,8 @@ impl Forbidden {
     }
 }
 
-const POLICY_RULE: &str = "policy";
+/// The rule name when the policy's own requirement decided; one allocation, shared.
+static POLICY_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("policy"));
 
 /// Decides whether `policy` admits `principal` for `request`, given the memberships known so far.
 pub fn decide(
@@ -176,16 +180,12 @@ pub fn decide(
             group,
         }))
     };
-    let policy_rule: Arc<str> = Arc::from(POLICY_RULE);
+    let policy_rule = POLICY_RULE.clone();
     if let Err(why) = policy.check_domain(principal) {
         return refuse(&policy_rule, why, None);
     }
     // Group and user checks key on the email; Google's directory does too.
-    let email = principal
-        .email
-        .as_deref()
-        .map(str::to_lowercase)
-        .unwrap_or_default();
+    let email = principal.email().map(str::to_lowercase).unwrap_or_default();
     if policy.deny_users.contains(&email) {
         return refuse(&policy_rule, Forbidden::UserDenied, None);
     }
@@ -302,10 +302,7 @@ impl Policy {
         if !principal.email_verified {
             return Err(Forbidden::EmailNotVerified);
         }
-        let domain = principal
-            .hosted_domain
-            .as_deref()
-            .ok_or(Forbidden::NoHostedDomain)?;
+        let domain = principal.hosted_domain().ok_or(Forbidden::NoHostedDomain)?;
         if self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
             Ok(())
         } else {

@@ -3,20 +3,120 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A user whose token verified. Nothing here is secret; the token itself is never kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The cache holds one per cached token, so it is packed: `sub`, `email`, `hd` and the session
+/// id end to end in one string, 40 bytes of fields beside it (a struct of `String`s took ~220
+/// bytes in four allocations). Build one from [`Parts`]; read it through the accessors.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
+    text: Box<str>,
+    /// Where `sub`, `email` and `hd` end in `text`; the session id is the rest.
+    ends: [u32; 3],
+    /// Which of email, hd and session are present (`EMAIL`, `HOSTED_DOMAIN`, `SESSION`).
+    present: u8,
+    pub email_verified: bool,
+    pub source: TokenSource,
+    /// When the token stops being valid (unix seconds); no cached verdict outlives it.
+    pub expires_at: u64,
+}
+
+const EMAIL: u8 = 1;
+const HOSTED_DOMAIN: u8 = 2;
+const SESSION: u8 = 4;
+
+/// What a verified token says about its user, borrowed; [`Principal::new`] packs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts<'a> {
     /// Google's stable user id. Key users on this, not on `email`, which can change.
-    pub sub: String,
-    pub email: Option<String>,
+    pub sub: &'a str,
+    pub email: Option<&'a str>,
     pub email_verified: bool,
     /// The Google Workspace domain (`hd`). Absent for consumer accounts, whatever their email.
-    pub hosted_domain: Option<String>,
-    /// When the token stops being valid (unix seconds); no cached verdict outlives it.
+    pub hosted_domain: Option<&'a str>,
     pub expires_at: u64,
     pub source: TokenSource,
     /// The sign-in session (refresh-token family) a token of ours belongs to; revoking the
     /// session refuses its access tokens at once. `None` for Google's tokens.
-    pub session: Option<std::sync::Arc<str>>,
+    pub session: Option<&'a str>,
+}
+
+impl Principal {
+    pub fn new(parts: Parts<'_>) -> Principal {
+        let pieces = [
+            parts.sub,
+            parts.email.unwrap_or_default(),
+            parts.hosted_domain.unwrap_or_default(),
+            parts.session.unwrap_or_default(),
+        ];
+        let text: Box<str> = pieces.concat().into();
+        let mut ends = [0u32; 3];
+        let mut end = 0usize;
+        for (slot, piece) in ends.iter_mut().zip(pieces) {
+            end += piece.len();
+            // Claims this long were refused long before (a token is at most a few KiB).
+            *slot = u32::try_from(end).unwrap_or(u32::MAX);
+        }
+        let present = [
+            (parts.email.is_some(), EMAIL),
+            (parts.hosted_domain.is_some(), HOSTED_DOMAIN),
+            (parts.session.is_some(), SESSION),
+        ]
+        .iter()
+        .filter(|(is, _)| *is)
+        .fold(0, |bits, (_, bit)| bits | bit);
+        Principal {
+            text,
+            ends,
+            present,
+            email_verified: parts.email_verified,
+            source: parts.source,
+            expires_at: parts.expires_at,
+        }
+    }
+
+    /// Everything, borrowed: for logs, tests and building a changed copy.
+    pub fn parts(&self) -> Parts<'_> {
+        Parts {
+            sub: self.sub(),
+            email: self.email(),
+            email_verified: self.email_verified,
+            hosted_domain: self.hosted_domain(),
+            expires_at: self.expires_at,
+            source: self.source,
+            session: self.session(),
+        }
+    }
+
+    pub fn sub(&self) -> &str {
+        self.piece(0)
+    }
+
+    pub fn email(&self) -> Option<&str> {
+        (self.present & EMAIL != 0).then(|| self.piece(1))
+    }
+
+    pub fn hosted_domain(&self) -> Option<&str> {
+        (self.present & HOSTED_DOMAIN != 0).then(|| self.piece(2))
+    }
+
+    pub fn session(&self) -> Option<&str> {
+        (self.present & SESSION != 0).then(|| self.piece(3))
+    }
+
+    fn piece(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |i| self.ends[i] as usize);
+        let end = self
+            .ends
+            .get(index)
+            .map_or(self.text.len(), |&e| e as usize);
+        self.text.get(start..end).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.parts().fmt(f)
+    }
 }
 
 /// Which kind of token proved the identity.
@@ -44,4 +144,39 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_keeps_every_part_and_tells_absent_from_empty() {
+        let parts = Parts {
+            sub: "110169484474386276334",
+            email: Some("ada@example.com"),
+            email_verified: true,
+            hosted_domain: Some("example.com"),
+            expires_at: 1_700_000_000,
+            source: TokenSource::Facade,
+            session: Some("s-1"),
+        };
+        assert_eq!(Principal::new(parts).parts(), parts);
+        let sparse = Parts {
+            email: None,
+            hosted_domain: Some(""),
+            session: None,
+            ..parts
+        };
+        assert_eq!(Principal::new(sparse).parts(), sparse);
+        let unicode = Parts {
+            sub: "é",
+            email: Some("ü@ß.example"),
+            hosted_domain: None,
+            session: Some(""),
+            ..parts
+        };
+        assert_eq!(Principal::new(unicode).parts(), unicode);
+        assert_eq!(std::mem::size_of::<Principal>(), 40);
+    }
 }

@@ -1,6 +1,10 @@
 //! The outcome of one authorization, before it is turned into an Envoy response.
 
-use std::sync::Arc;
+use std::{
+    collections::HashSet,
+    hash::Hash,
+    sync::{Arc, Mutex},
+};
 
 use crate::{
     credentials::CredentialError,
@@ -62,5 +66,68 @@ impl Verdict {
             }
             Verdict::Unauthenticated(_) => None,
         }
+    }
+}
+
+/// One shared copy of each distinct grant and refusal. A million cached verdicts hold only a
+/// handful of distinct outcomes (policy × rule × group × reason, all named by the config), so
+/// each verdict points at a shared copy instead of owning one. Built with the rules, so a reload
+/// starts afresh; past `LIMIT` distinct outcomes new ones are simply not shared.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    grants: Mutex<HashSet<Arc<Grant>>>,
+    refusals: Mutex<HashSet<Arc<Refusal>>>,
+}
+
+impl Outcomes {
+    const LIMIT: usize = 4096;
+
+    pub fn grant(&self, grant: Grant) -> Arc<Grant> {
+        share(&self.grants, grant)
+    }
+
+    pub fn refusal(&self, refusal: Refusal) -> Arc<Refusal> {
+        share(&self.refusals, refusal)
+    }
+}
+
+fn share<T: Hash + Eq>(set: &Mutex<HashSet<Arc<T>>>, value: T) -> Arc<T> {
+    let mut set = set
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(shared) = set.get(&value) {
+        return shared.clone();
+    }
+    let value = Arc::new(value);
+    if set.len() < Outcomes::LIMIT {
+        set.insert(value.clone());
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Forbidden;
+
+    #[test]
+    fn equal_outcomes_share_one_copy() {
+        let outcomes = Outcomes::default();
+        let grant = |rule: &str| Grant {
+            policy: Arc::from("default"),
+            rule: Arc::from(rule),
+            group: None,
+        };
+        let a = outcomes.grant(grant("policy"));
+        assert!(Arc::ptr_eq(&a, &outcomes.grant(grant("policy"))));
+        assert!(!Arc::ptr_eq(&a, &outcomes.grant(grant("tools"))));
+        let refusal = || Refusal {
+            policy: Arc::from("default"),
+            rule: Arc::from("policy"),
+            why: Forbidden::NotInGroups,
+            group: Some(Arc::from("eng@example.com")),
+        };
+        let r = outcomes.refusal(refusal());
+        assert!(Arc::ptr_eq(&r, &outcomes.refusal(refusal())));
     }
 }

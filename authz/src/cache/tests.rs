@@ -4,7 +4,7 @@ use super::*;
 use crate::{
     credentials::CredentialError,
     policy::Grant,
-    principal::{Principal, TokenSource},
+    principal::{Parts, Principal, TokenSource},
     verdict::Unauthenticated,
 };
 
@@ -20,15 +20,15 @@ fn allow(expires_at: u64) -> Verdict {
         group: None,
     };
     Verdict::Allow(
-        Arc::new(Principal {
-            sub: "1".into(),
+        Arc::new(Principal::new(Parts {
+            sub: "1",
             email: None,
             email_verified: true,
-            hosted_domain: Some("example.com".into()),
+            hosted_domain: Some("example.com"),
             expires_at,
             source: TokenSource::GoogleIdToken,
             session: None,
-        }),
+        })),
         Arc::new(grant),
     )
 }
@@ -134,10 +134,10 @@ async fn entries_expire_with_their_token() {
 fn allow_for(email: &str) -> Verdict {
     match allow(unix_now() + 3600) {
         Verdict::Allow(principal, grant) => Verdict::Allow(
-            Arc::new(Principal {
-                email: Some(email.into()),
-                ..(*principal).clone()
-            }),
+            Arc::new(Principal::new(Parts {
+                email: Some(email),
+                ..principal.parts()
+            })),
             grant,
         ),
         _ => unreachable!("allow() builds an Allow"),

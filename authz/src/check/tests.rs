@@ -7,7 +7,7 @@ use crate::{
     authorizer::CacheUse,
     google::{Endpoint, TokenError},
     policy::{Forbidden, Grant, Refusal},
-    principal::{Principal, TokenSource},
+    principal::{Parts, Principal, TokenSource},
 };
 
 const CONFIG: &str = r#"
@@ -35,15 +35,15 @@ fn responses(config: &Config) -> Responses {
 }
 
 fn principal(email: Option<&str>) -> Arc<Principal> {
-    Arc::new(Principal {
-        sub: "1234".into(),
-        email: email.map(String::from),
+    Arc::new(Principal::new(Parts {
+        sub: "1234",
+        email,
         email_verified: true,
-        hosted_domain: Some("example.com".into()),
+        hosted_domain: Some("example.com"),
         expires_at: u64::MAX,
         source: TokenSource::GoogleIdToken,
         session: None,
-    })
+    }))
 }
 
 fn grant() -> Arc<Grant> {

@@ -10,7 +10,7 @@ use url::Url;
 use super::{BackendError, Endpoint, Settings, TokenError, VerifyError};
 use crate::{
     metrics::{GoogleEndpoint, Metrics},
-    principal::{Principal, TokenSource, unix_now},
+    principal::{Parts, Principal, TokenSource, unix_now},
 };
 
 /// The HTTP client and where its calls are recorded.
@@ -81,15 +81,15 @@ pub async fn verify(
     if info.sub.as_deref().is_some_and(|sub| sub != user.sub) {
         return Err(TokenError::SubjectMismatch.into());
     }
-    Ok(Principal {
-        sub: user.sub,
-        email: user.email,
+    Ok(Principal::new(Parts {
+        sub: &user.sub,
+        email: user.email.as_deref(),
         email_verified: user.email_verified,
-        hosted_domain: user.hd,
+        hosted_domain: user.hd.as_deref(),
         expires_at,
         source: TokenSource::GoogleAccessToken,
         session: None,
-    })
+    }))
 }
 
 /// POST, not GET: a token in a URL ends up in access logs along the way.

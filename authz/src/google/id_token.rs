@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde::Deserialize;
 
 use super::{Jwks, Settings, TokenError, VerifyError};
-use crate::principal::{Principal, TokenSource, unix_now};
+use crate::principal::{Parts, Principal, TokenSource, unix_now};
 
 /// The JOSE header fields we read. Parsed by us, not by `jsonwebtoken`, so that `none`, `HS256`
 /// and unknown algorithms are told apart from garbage.
@@ -93,15 +93,15 @@ async fn verify_claims(
             return Err(TokenError::WrongAuthorizedParty.into());
         }
     }
-    let principal = Principal {
-        sub,
-        email: claims.email,
+    let principal = Principal::new(Parts {
+        sub: &sub,
+        email: claims.email.as_deref(),
         email_verified: claims.email_verified,
-        hosted_domain: claims.hd,
+        hosted_domain: claims.hd.as_deref(),
         expires_at,
         source: TokenSource::GoogleIdToken,
         session: None,
-    };
+    });
     Ok((principal, claims.nonce))
 }
 

@@ -1,8 +1,6 @@
 //! Our access tokens: ES256 JWTs (RFC 9068 shape) with `aud` = the MCP resource URL, verified
 //! locally on the Check path with no network.
 
-use std::sync::Arc;
-
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -10,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{keys::SigningKeys, random_token};
 use crate::{
     google::TokenError,
-    principal::{Principal, TokenSource, unix_now},
+    principal::{Parts, Principal, TokenSource, unix_now},
 };
 
 /// The claims of an access token we issue.
@@ -119,16 +117,16 @@ pub fn verify(
 
 /// The principal an access token of ours speaks for.
 pub fn principal(claims: AccessClaims) -> Principal {
-    Principal {
-        sub: claims.sub,
-        email: Some(claims.email),
+    Principal::new(Parts {
+        sub: &claims.sub,
+        email: Some(&claims.email),
         // Checked by Google at sign-in; we issue nothing for an unverified address.
         email_verified: true,
-        hosted_domain: claims.hd,
+        hosted_domain: claims.hd.as_deref(),
         expires_at: claims.exp,
         source: TokenSource::Facade,
-        session: Some(Arc::from(claims.sid)),
-    }
+        session: Some(&claims.sid),
+    })
 }
 
 fn read_kid(token: &str) -> Option<String> {

@@ -208,13 +208,13 @@ impl Facade {
         };
         self.admit(&principal).await?;
         let email = principal
-            .email
-            .clone()
+            .email()
+            .map(str::to_owned)
             .ok_or_else(|| Failure::Denied("the Google account has no email address".into()))?;
         Ok(User {
-            sub: principal.sub,
+            sub: principal.sub().to_owned(),
             email,
-            hd: principal.hosted_domain,
+            hd: principal.hosted_domain().map(str::to_owned),
         })
     }
 

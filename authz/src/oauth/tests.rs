@@ -120,7 +120,7 @@ fn access_tokens_verify_with_any_configured_key_and_only_for_our_audience() {
         ("ada@example.com", "s1")
     );
     let principal = access_token::principal(claims);
-    assert_eq!(principal.session.as_deref(), Some("s1"));
+    assert_eq!(principal.session(), Some("s1"));
 
     let other = SigningKeys::from_pem(&[&pem()]).unwrap();
     assert!(!access_token::is_ours(&other, &token));

@@ -24,7 +24,7 @@ use super::{
     page, random_token,
     sessions::{RefreshGrant, ttl_until},
 };
-use crate::principal::{Principal, TokenSource, unix_now};
+use crate::principal::{Parts, Principal, TokenSource, unix_now};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct TokenForm {
@@ -283,15 +283,15 @@ impl Facade {
 
 /// The principal a refresh speaks for, to run the policy again.
 fn principal_of(user: &User) -> Principal {
-    Principal {
-        sub: user.sub.clone(),
-        email: Some(user.email.clone()),
+    Principal::new(Parts {
+        sub: &user.sub,
+        email: Some(&user.email),
         email_verified: true,
-        hosted_domain: user.hd.clone(),
+        hosted_domain: user.hd.as_deref(),
         expires_at: unix_now() + 60,
         source: TokenSource::Facade,
         session: None,
-    }
+    })
 }
 
 /// RFC 7636 s4.1: 43 to 128 unreserved characters.

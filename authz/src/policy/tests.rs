@@ -4,19 +4,19 @@ use crate::{
         Config,
         policies::{PolicyConfig, RuleConfig},
     },
-    principal::TokenSource,
+    principal::{Parts, TokenSource},
 };
 
 fn principal(email: &str, hd: Option<&str>, verified: bool) -> Principal {
-    Principal {
-        sub: "1".into(),
-        email: Some(email.into()),
+    Principal::new(Parts {
+        sub: "1",
+        email: Some(email),
         email_verified: verified,
-        hosted_domain: hd.map(String::from),
+        hosted_domain: hd,
         expires_at: u64::MAX,
         source: TokenSource::GoogleIdToken,
         session: None,
-    }
+    })
 }
 
 fn user(email: &str) -> Principal {

@@ -96,8 +96,8 @@ async fn valid_id_token_yields_the_principal() {
     let f = fixture().await;
     let token = f.standin.mint_id_token(&claims(&f.standin, json!({})));
     let principal = verify_jwt(&f, &token).await.unwrap();
-    assert_eq!(principal.sub, "42");
-    assert_eq!(principal.hosted_domain.as_deref(), Some("example.com"));
+    assert_eq!(principal.sub(), "42");
+    assert_eq!(principal.hosted_domain(), Some("example.com"));
     assert!(principal.email_verified);
     assert_eq!(principal.source, TokenSource::GoogleIdToken);
     // Legacy Google spelling of email_verified as a string is accepted too.
@@ -217,8 +217,8 @@ async fn access_tokens() {
     let principal = verify(f.standin.mint_access_token(access_spec(|_| {})))
         .await
         .unwrap();
-    assert_eq!(principal.sub, "7");
-    assert_eq!(principal.hosted_domain.as_deref(), Some("example.com"));
+    assert_eq!(principal.sub(), "7");
+    assert_eq!(principal.hosted_domain(), Some("example.com"));
     assert!(principal.expires_at > unix_now() + 3000);
     assert_eq!(principal.source, TokenSource::GoogleAccessToken);
 
@@ -226,7 +226,7 @@ async fn access_tokens() {
     let consumer = verify(f.standin.mint_access_token(access_spec(|s| s.hd = None)))
         .await
         .unwrap();
-    assert_eq!(consumer.hosted_domain, None);
+    assert_eq!(consumer.hosted_domain(), None);
 
     let cases = [
         (
