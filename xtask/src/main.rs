@@ -38,6 +38,10 @@ enum Command {
     /// checks/s and latency, Google calls per 1000 requests (build first with
     /// `cargo build --release -p authz -p standin -p xtask`).
     BenchPolicy(bench_policy::Args),
+    /// bench-envoy's floor of an out-of-process ext_authz: a Check server that allows without
+    /// looking (started by bench-envoy itself).
+    #[command(hide = true)]
+    NullAuthz(bench_envoy::null_authz::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::BenchCheck(args) => bench::main(args),
         Command::BenchEnvoy(args) => bench_envoy::main(args),
         Command::BenchPolicy(args) => bench_policy::main(args),
+        Command::NullAuthz(args) => bench_envoy::null_authz::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

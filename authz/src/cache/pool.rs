@@ -2,7 +2,7 @@
 //! [`TtlCache`](super::TtlCache).
 //!
 //! Built for a million entries in little memory and a short hit path. Each shard keeps its
-//! entries in one preallocated `Vec` (key, deadline, value: 48 bytes for a verdict) and a
+//! entries in one `Vec` (key, deadline, value: 48 bytes for a verdict) and a
 //! `hashbrown::HashTable` of `u32` positions into it, so the key is stored once and a slot
 //! costs no allocation of its own. A general-purpose cache (moka, which this replaced) spends
 //! ~350 bytes per entry on its bookkeeping (access-order and timer-wheel nodes, a separately
@@ -213,10 +213,12 @@ fn lock<V>(shard: &Mutex<Shard<V>>) -> MutexGuard<'_, Shard<V>> {
 
 impl<V> Shard<V> {
     fn new(capacity: usize) -> Shard<V> {
-        // Allocated once at full size: no rehash or reallocation on the request path, and
-        // pages the kernel only backs when entries reach them.
+        // The slots are allocated once at full size: filled front to back, they take memory
+        // (pages the kernel backs on first touch) only as entries arrive, and never move. The
+        // table grows instead: its entries land at random positions, so a preallocated table
+        // would touch all of its pages with the first few hundred entries.
         Shard {
-            index: HashTable::with_capacity(capacity),
+            index: HashTable::new(),
             slots: Vec::with_capacity(capacity),
             capacity,
             hand: 0,

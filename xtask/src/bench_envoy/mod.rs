@@ -8,6 +8,7 @@
 
 mod envoy;
 mod load;
+pub mod null_authz;
 mod table;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -190,10 +191,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (ext, ext_load) =
         start_envoy(&envoy_bin, "ext_authz", envoy::EXT_AUTHZ, &ext_vars, &args).await?;
     probe_denies(&ext_load, "ext_authz").await?;
-    let pids = [noauth.pid(), jwt.pid(), ext.pid()].map(|pid| pid.to_string());
+    let (null_authz, null_addr) = null_authz::spawn()?;
+    let null_vars = [("AUTHZ_GRPC_PORT", null_addr.port().to_string())];
+    let (null, null_load) =
+        start_envoy(&envoy_bin, "ext_authz_null", envoy::EXT_AUTHZ, &null_vars, &args).await?;
+    let status = null_load.status(Some(&tokens.warm_id[0])).await?;
+    ensure!(
+        status == StatusCode::OK,
+        "the null ext_authz must allow everything, but a request got {status}"
+    );
+    let pids = [noauth.pid(), jwt.pid(), ext.pid(), null.pid()].map(|pid| pid.to_string());
+    let null_pid = null_authz.pid().to_string();
     let compared = [
         Config::NoAuth,
         Config::JwtAuthn,
+        Config::ExtAuthzNull,
         Config::ExtAuthzWarm,
         Config::ExtAuthzOpaque,
         Config::ExtAuthzFacade,
@@ -273,6 +285,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (load, pid, authz_pid) = match config {
                 Config::NoAuth => (&noauth_load, &pids[0], None),
                 Config::JwtAuthn => (&jwt_load, &pids[1], None),
+                Config::ExtAuthzNull => (&null_load, &pids[3], Some(null_pid.as_str())),
                 _ => (&ext_load, &pids[2], Some(authz_pid.as_str())),
             };
             let before = Cpu::new(pid, authz_pid);
@@ -322,7 +335,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     rows.extend(merged.into_iter().flatten());
-    drop((noauth, jwt, ext));
+    drop((noauth, jwt, ext, null, null_authz));
     authz.ensure_running()?;
     let stats = standin.stats();
 

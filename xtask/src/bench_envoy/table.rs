@@ -13,6 +13,7 @@ use crate::bench::{
 pub enum Config {
     NoAuth,
     JwtAuthn,
+    ExtAuthzNull,
     ExtAuthzWarm,
     ExtAuthzOpaque,
     ExtAuthzFacade,
@@ -27,6 +28,7 @@ impl Config {
         match self {
             Self::NoAuth => "(a) noauth",
             Self::JwtAuthn => "(b) jwt_authn, ID token",
+            Self::ExtAuthzNull => "(g) ext_authz floor: a Check server that allows unread",
             Self::ExtAuthzWarm => "(c) ext_authz warm, ID token",
             Self::ExtAuthzCold => "(d) ext_authz cold, ID token",
             Self::ExtAuthzOpaque => "(e) ext_authz opaque warm, access token",
