@@ -75,7 +75,7 @@ async fn main() {
         let identity_key = cache::key(&token, &[b"identity", &fingerprint]);
         let identity: Identity = Ok(principal);
         let (identity, _) = identities
-            .get_or_verify::<(), _>(identity_key, async { Ok(identity) })
+            .get_or_verify::<(), _, _>(identity_key, || async { Ok(identity) })
             .await
             .unwrap();
         let grant = Grant {
@@ -86,7 +86,7 @@ async fn main() {
         let verdict = Verdict::Allow(identity.unwrap(), outcomes.grant(grant));
         let verdict_key = cache::key(&token, &[b"verdict", &fingerprint, b"POST"]);
         verdicts
-            .get_or_verify::<(), _>(verdict_key, async { Ok(verdict) })
+            .get_or_verify::<(), _, _>(verdict_key, || async { Ok(verdict) })
             .await
             .unwrap();
     }
@@ -107,13 +107,13 @@ async fn main() {
         let token = format!("junk-{i}");
         let identity_key = cache::key(&token, &[b"identity", &fingerprint]);
         let _refused = identities
-            .get_or_verify::<(), _>(identity_key, async { Ok(Err(TokenError::BadSignature)) })
+            .get_or_verify::<(), _, _>(identity_key, || async { Ok(Err(TokenError::BadSignature)) })
             .await
             .unwrap();
         let verdict_key = cache::key(&token, &[b"verdict", &fingerprint, b"POST"]);
         let refused = Verdict::Unauthenticated(Unauthenticated::Token(TokenError::BadSignature));
         verdicts
-            .get_or_verify::<(), _>(verdict_key, async { Ok(refused) })
+            .get_or_verify::<(), _, _>(verdict_key, || async { Ok(refused) })
             .await
             .unwrap();
     }
@@ -121,7 +121,7 @@ async fn main() {
     for i in 0..tokens {
         let verdict_key = cache::key(&format!("token-{i}"), &[b"verdict", &fingerprint, b"POST"]);
         let (_, hit) = verdicts
-            .get_or_verify::<(), _>(verdict_key, async {
+            .get_or_verify::<(), _, _>(verdict_key, || async {
                 Ok(Verdict::Unauthenticated(Unauthenticated::Token(
                     TokenError::Expired,
                 )))

@@ -297,7 +297,7 @@ impl Authorizer {
         selected: &Result<&Policy, UnknownPolicy>,
         request: policy::Request<'_>,
     ) -> Result<Decision, BackendError> {
-        let fill = self.decide(rules, credential, selected, request);
+        let fill = || self.decide(rules, credential, selected, request);
         match self.verdicts.get_or_verify(key, fill).await {
             Ok((verdict, hit)) => Ok(Decision {
                 verdict,
@@ -419,7 +419,9 @@ impl Authorizer {
         credential: Credential<'_>,
     ) -> Result<Identity, BackendError> {
         let key = cache::key(credential.token(), &[b"identity", &rules.fingerprint]);
-        let lookup = self.identities.get_or_verify(key, self.verify(credential));
+        let lookup = self
+            .identities
+            .get_or_verify(key, || self.verify(credential));
         let looked_up = lookup.await;
         let result = match looked_up {
             Ok((_, true)) => CacheResult::Hit,
@@ -430,7 +432,9 @@ impl Authorizer {
         if hit && identity.as_ref().is_ok_and(|p| p.expires_at <= unix_now()) {
             // As for verdicts: never trust a cached identity past its token's `exp`.
             self.identities.invalidate(&key).await;
-            let again = self.identities.get_or_verify(key, self.verify(credential));
+            let again = self
+                .identities
+                .get_or_verify(key, || self.verify(credential));
             return Ok(again.await.map_err(|shared| (*shared).clone())?.0);
         }
         Ok(identity)

@@ -163,13 +163,22 @@ impl<V: Cached> TtlCache<V> {
         }
     }
 
-    /// Returns the cached value, or runs `verify` (once per key, however many callers wait)
-    /// and caches its answer. The flag says whether this call's answer came without running
-    /// `verify` (from the cache, or from a concurrent caller's verification). An `Err` is handed
-    /// to every waiter and cached for nobody.
-    pub async fn get_or_verify<E, F>(&self, key: CacheKey, verify: F) -> Result<(V, bool), Arc<E>>
+    /// Returns the cached value, or runs the future `verify` makes (once per key, however many
+    /// callers wait) and caches its answer. The flag says whether this call's answer came
+    /// without running it (from the cache, or from a concurrent caller's verification). An
+    /// `Err` is handed to every waiter and cached for nobody.
+    ///
+    /// `verify` is a closure, and its future is boxed, so that the hit path does not carry the
+    /// miss path's state: a verification that calls Google is a future of tens of KiB, which
+    /// every request (boxed by tonic, moved by `instrument`) would otherwise allocate and copy.
+    pub async fn get_or_verify<E, F, Fut>(
+        &self,
+        key: CacheKey,
+        verify: F,
+    ) -> Result<(V, bool), Arc<E>>
     where
-        F: Future<Output = Result<V, E>>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
         if let Some(value) = self.get(&key) {
@@ -186,7 +195,9 @@ impl<V: Cached> TtlCache<V> {
                     return Ok(value);
                 }
                 ran.store(true, Ordering::Relaxed);
-                let value = verify.await.map_err(|e| Arc::new(e) as SharedError)?;
+                let value = Box::pin(verify())
+                    .await
+                    .map_err(|e| Arc::new(e) as SharedError)?;
                 self.insert(key, value.clone());
                 Ok(value)
             })

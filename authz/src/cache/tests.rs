@@ -71,8 +71,7 @@ async fn concurrent_misses_share_one_verification() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         Ok::<_, String>(allow(unix_now() + 3600))
     };
-    let results =
-        futures::future::join_all((0..50).map(|_| cache.get_or_verify(k, verify()))).await;
+    let results = futures::future::join_all((0..50).map(|_| cache.get_or_verify(k, verify))).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let fresh = results.iter().filter(|r| !r.as_ref().unwrap().1).count();
     assert_eq!(fresh, 1, "exactly one caller ran the verification");
@@ -83,17 +82,17 @@ async fn errors_are_not_cached() {
     let cache = VerdictCache::new(100, LIFETIMES);
     let k = key("t", &[]);
     let failed = cache
-        .get_or_verify(k, async { Err::<Verdict, _>("google down") })
+        .get_or_verify(k, || async { Err::<Verdict, _>("google down") })
         .await;
     assert!(failed.is_err());
     let (verdict, hit) = cache
-        .get_or_verify(k, async { Ok::<_, &str>(allow(unix_now() + 3600)) })
+        .get_or_verify(k, || async { Ok::<_, &str>(allow(unix_now() + 3600)) })
         .await
         .unwrap();
     assert!(!hit);
     assert!(matches!(verdict, Verdict::Allow(..)));
     let (_, hit) = cache
-        .get_or_verify(k, async { Err("unused") })
+        .get_or_verify(k, || async { Err("unused") })
         .await
         .unwrap();
     assert!(hit);
@@ -105,7 +104,9 @@ async fn capacity_is_bounded() {
     for i in 0..5_000 {
         let junk = Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::TooLong));
         let _ = cache
-            .get_or_verify(key(&format!("junk{i}"), &[]), async { Ok::<_, ()>(junk) })
+            .get_or_verify(key(&format!("junk{i}"), &[]), || async {
+                Ok::<_, ()>(junk)
+            })
             .await;
     }
     cache.flush().await;
@@ -121,11 +122,11 @@ async fn entries_expire_with_their_token() {
     let cache = VerdictCache::new(100, LIFETIMES);
     let k = key("short", &[]);
     let _ = cache
-        .get_or_verify(k, async { Ok::<_, ()>(allow(unix_now() + 1)) })
+        .get_or_verify(k, || async { Ok::<_, ()>(allow(unix_now() + 1)) })
         .await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (_, hit) = cache
-        .get_or_verify(k, async { Ok::<_, ()>(allow(unix_now() + 3600)) })
+        .get_or_verify(k, || async { Ok::<_, ()>(allow(unix_now() + 3600)) })
         .await
         .unwrap();
     assert!(!hit, "an allow must not outlive its token");
@@ -154,13 +155,13 @@ async fn invalidating_an_email_removes_only_that_users_entries_and_counts_them()
     ] {
         let verdict = allow_for(email);
         cache
-            .get_or_verify::<(), _>(key(token, &[]), async { Ok(verdict) })
+            .get_or_verify::<(), _, _>(key(token, &[]), || async { Ok(verdict) })
             .await
             .unwrap();
     }
     let invalid = Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::TooLong));
     cache
-        .get_or_verify::<(), _>(key("junk", &[]), async { Ok(invalid) })
+        .get_or_verify::<(), _, _>(key("junk", &[]), || async { Ok(invalid) })
         .await
         .unwrap();
 
@@ -168,12 +169,16 @@ async fn invalidating_an_email_removes_only_that_users_entries_and_counts_them()
     let stats = cache.stats().await;
     assert_eq!(stats.entries, 2);
     let (_, hit) = cache
-        .get_or_verify::<(), _>(key("t1", &[]), async { Ok(allow_for("ada@example.com")) })
+        .get_or_verify::<(), _, _>(key("t1", &[]), || async {
+            Ok(allow_for("ada@example.com"))
+        })
         .await
         .unwrap();
     assert!(!hit, "ada's verdict must be decided afresh");
     let (_, hit) = cache
-        .get_or_verify::<(), _>(key("t3", &[]), async { Ok(allow_for("bob@example.com")) })
+        .get_or_verify::<(), _, _>(key("t3", &[]), || async {
+            Ok(allow_for("bob@example.com"))
+        })
         .await
         .unwrap();
     assert!(hit, "bob's verdict stays cached");
@@ -186,7 +191,7 @@ async fn a_junk_token_flood_never_evicts_an_answer_about_a_valid_token() {
     let cache = VerdictCache::new(1_000, LIFETIMES);
     for i in 0..1_000 {
         cache
-            .get_or_verify::<(), _>(key(&format!("valid{i}"), &[]), async {
+            .get_or_verify::<(), _, _>(key(&format!("valid{i}"), &[]), || async {
                 Ok(allow(unix_now() + 3600))
             })
             .await
@@ -195,14 +200,14 @@ async fn a_junk_token_flood_never_evicts_an_answer_about_a_valid_token() {
     for i in 0..100_000 {
         let junk = Verdict::Unauthenticated(Unauthenticated::Credential(CredentialError::TooLong));
         cache
-            .get_or_verify::<(), _>(key(&format!("junk{i}"), &[]), async { Ok(junk) })
+            .get_or_verify::<(), _, _>(key(&format!("junk{i}"), &[]), || async { Ok(junk) })
             .await
             .unwrap();
     }
     assert!(cache.entry_count() <= 1_000 + 1_000 / 8);
     for i in 0..1_000 {
         let (_, hit) = cache
-            .get_or_verify::<(), _>(key(&format!("valid{i}"), &[]), async {
+            .get_or_verify::<(), _, _>(key(&format!("valid{i}"), &[]), || async {
                 Ok(allow(unix_now() + 3600))
             })
             .await
@@ -219,7 +224,9 @@ async fn when_full_entries_in_use_outlive_one_off_entries() {
         let cache = &cache;
         async move {
             cache
-                .get_or_verify::<(), _>(key(&name, &[]), async { Ok(allow(unix_now() + 3600)) })
+                .get_or_verify::<(), _, _>(key(&name, &[]), || async {
+                    Ok(allow(unix_now() + 3600))
+                })
                 .await
                 .unwrap()
                 .1
@@ -247,7 +254,7 @@ async fn when_full_entries_in_use_outlive_one_off_entries() {
 async fn a_waiter_finishes_the_verification_of_a_cancelled_caller_and_nothing_is_left_behind() {
     let cache = VerdictCache::new(100, LIFETIMES);
     let k = key("t", &[]);
-    let first = cache.get_or_verify(k, async {
+    let first = cache.get_or_verify(k, || async {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok::<_, ()>(allow(unix_now() + 3600))
     });
@@ -259,14 +266,14 @@ async fn a_waiter_finishes_the_verification_of_a_cancelled_caller_and_nothing_is
     );
     assert_eq!(cache.flights.len(), 0, "a cancelled flight must not stay");
 
-    let slow = cache.get_or_verify(k, async {
+    let slow = cache.get_or_verify(k, || async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         Ok::<_, ()>(allow(unix_now() + 3600))
     });
     let waiter = async {
         tokio::time::sleep(Duration::from_millis(10)).await;
         cache
-            .get_or_verify(k, async { Ok::<_, ()>(allow(unix_now() + 3600)) })
+            .get_or_verify(k, || async { Ok::<_, ()>(allow(unix_now() + 3600)) })
             .await
     };
     let (slow, waiter) = tokio::join!(
@@ -277,7 +284,7 @@ async fn a_waiter_finishes_the_verification_of_a_cancelled_caller_and_nothing_is
     assert!(waiter.is_ok());
     assert_eq!(cache.flights.len(), 0);
     let (_, hit) = cache
-        .get_or_verify(k, async { Err::<Verdict, _>(()) })
+        .get_or_verify(k, || async { Err::<Verdict, _>(()) })
         .await
         .unwrap();
     assert!(hit);
@@ -293,8 +300,7 @@ async fn an_error_reaches_every_waiter_and_the_next_caller_verifies_again() {
         tokio::time::sleep(Duration::from_millis(30)).await;
         Err::<Verdict, _>("google down".to_string())
     };
-    let results =
-        futures::future::join_all((0..20).map(|_| cache.get_or_verify(k, failing()))).await;
+    let results = futures::future::join_all((0..20).map(|_| cache.get_or_verify(k, failing))).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(
         results
@@ -302,6 +308,6 @@ async fn an_error_reaches_every_waiter_and_the_next_caller_verifies_again() {
             .all(|r| r.as_ref().is_err_and(|e| **e == "google down"))
     );
     assert_eq!(cache.flights.len(), 0);
-    let _ = cache.get_or_verify(k, failing()).await;
+    let _ = cache.get_or_verify(k, failing).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

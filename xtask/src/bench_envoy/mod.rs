@@ -193,8 +193,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     probe_denies(&ext_load, "ext_authz").await?;
     let (null_authz, null_addr) = null_authz::spawn()?;
     let null_vars = [("AUTHZ_GRPC_PORT", null_addr.port().to_string())];
-    let (null, null_load) =
-        start_envoy(&envoy_bin, "ext_authz_null", envoy::EXT_AUTHZ, &null_vars, &args).await?;
+    let (null, null_load) = start_envoy(
+        &envoy_bin,
+        "ext_authz_null",
+        envoy::EXT_AUTHZ,
+        &null_vars,
+        &args,
+    )
+    .await?;
     let status = null_load.status(Some(&tokens.warm_id[0])).await?;
     ensure!(
         status == StatusCode::OK,
