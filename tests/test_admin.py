@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from stack import ADA, PLATFORM, SRE, TARGET, Stack, demo_workspace, free_port, set_demo_groups, wait_until
+from stack import ADA, PLATFORM, SRE, TARGET, Process, Stack, demo_workspace, free_port, set_demo_groups, wait_until
 
 LONG = {"positive_ttl": "5m", "negative_ttl": "5m", "refresh_ahead": "0s"}
 
@@ -165,3 +165,34 @@ def test_a_non_loopback_admin_address_is_refused_at_start(stack):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("config: listen.admin: must be a loopback address")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def runtime_workers(events: list[dict]) -> int | None:
+    for event in events:
+        if event.get("message") == "runtime started":
+            return event["worker_threads"]
+    return None
+
+
+def test_runtime_worker_threads_sets_the_threads_that_serve_requests(stack):
+    # The stack's authz runs with the default: one worker per core.
+    assert runtime_workers(stack.authz.log_events()) == os.cpu_count()
+    workdir = stack.workdir / "one-worker"
+    workdir.mkdir()
+    env = {
+        "AUTHZ_RUNTIME__WORKER_THREADS": "1",
+        "AUTHZ_LISTEN__GRPC": f"127.0.0.1:{free_port()}",
+        "AUTHZ_LISTEN__HTTP": f"127.0.0.1:{free_port()}",
+        "AUTHZ_LISTEN__ADMIN": f"127.0.0.1:{free_port()}",
+    }
+    one = Process("authz", [str(TARGET / "authz"), "--config", str(stack.workdir / "authz.toml")],
+                  workdir, env=env)
+    try:
+        def started() -> bool:
+            assert one.alive(), one.log()
+            return "runtime started" in one.log()
+        wait_until(started, what="the one-worker authz to start")
+        events = [json.loads(line) for line in one.log().splitlines() if line.startswith("{")]
+        assert runtime_workers(events) == 1
+    finally:
+        one.stop()

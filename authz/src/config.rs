@@ -62,6 +62,19 @@ pub struct Config {
     /// Where the OAuth facade keeps its shared state (`[store]`). Default: in memory.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The async runtime (`[runtime]`), built once at start.
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+/// The threads that serve requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Worker threads; unset: one per core. A sidecar sharing one or two
+    /// cores with Envoy answers cached checks faster with 1 (no wake-ups of a second worker to
+    /// steal work), at the price of verifying new tokens on one core (see BENCHMARKS.md).
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -372,6 +385,9 @@ impl Config {
         }
         if self.cache.max_entries == 0 {
             return fail("cache.max_entries", "must be greater than zero");
+        }
+        if self.runtime.worker_threads == Some(0) {
+            return fail("runtime.worker_threads", "must be greater than zero");
         }
         for (key, name) in [
             ("headers.email", &self.headers.email),

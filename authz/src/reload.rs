@@ -6,7 +6,7 @@
 //! policies, routes, domains and group settings, in one atomic step
 //! ([`Authorizer::replace_rules`]). A file that does not validate, or that changes a section only
 //! a restart can apply (listeners, Google, resource, cache, headers, envoy, log, secrets,
-//! oauth, client_metadata), changes
+//! oauth, client_metadata, runtime), changes
 //! nothing: authz keeps serving with the old config and logs one ERROR line naming the key.
 //!
 //! The verdict and identity caches are kept across reloads (their keys include the policy
@@ -334,6 +334,8 @@ fn restart_only_change(old: &Config, new: &Config) -> Result<(), ReloadError> {
         "oauth"
     } else if old.secrets != new.secrets {
         "secrets"
+    } else if old.runtime != new.runtime {
+        "runtime"
     } else {
         return Ok(());
     };

@@ -8,6 +8,8 @@
 //! - `bench-policy`: `Check` with named policies, Google group membership (Directory API via the
 //!   stand-in) and per-tool rules: warm throughput and latency, and Google calls per request
 //!   (see `BENCHMARKS.md`).
+//! - `null-authz` (hidden): the floor row of `bench-envoy`, a `Check` server that allows without
+//!   reading the request; `bench-envoy` starts it itself.
 
 mod bench;
 mod bench_envoy;

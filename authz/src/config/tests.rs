@@ -515,3 +515,22 @@ fn store_errors_name_the_key_and_never_echo_secrets() {
         }
     }
 }
+
+#[test]
+fn runtime_worker_threads_default_to_one_per_core_and_zero_is_refused() {
+    let config = Config::load(Some(MINIMAL), env(&[])).unwrap();
+    assert_eq!(config.runtime.worker_threads, None);
+    let config = Config::load(
+        Some(MINIMAL),
+        env(&[("AUTHZ_RUNTIME__WORKER_THREADS", "1")]),
+    )
+    .unwrap();
+    assert_eq!(config.runtime.worker_threads, Some(1));
+    assert_eq!(
+        load_err(
+            Some(&format!("{MINIMAL}[runtime]\nworker_threads = 0\n")),
+            &[]
+        ),
+        "config: runtime.worker_threads: must be greater than zero"
+    );
+}

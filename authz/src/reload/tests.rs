@@ -184,6 +184,11 @@ async fn sections_only_a_restart_can_apply_are_refused() {
             "[resource]\nurl = \"https://mcp.example.com/mcp\"\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"",
             "tracing",
         ),
+        (
+            "[resource]\nurl = \"https://mcp.example.com/mcp\"",
+            "[resource]\nurl = \"https://mcp.example.com/mcp\"\n[runtime]\nworker_threads = 3",
+            "runtime",
+        ),
     ] {
         let changed = format!("{BASE}{DENY_MALLORY}").replace(from, to);
         assert_ne!(changed, format!("{BASE}{DENY_MALLORY}"), "{key}");

@@ -63,6 +63,9 @@ pub struct Args {
     /// is part of the cost. `warn` leaves decisions unlogged, to see what logging costs.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// authz's `runtime.worker_threads` (default: unset, one per core).
+    #[arg(long)]
+    authz_worker_threads: Option<usize>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -114,7 +117,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => server::default_authz_bin(),
     };
     let standin = server::start_standin().await?;
-    let mut authz = Authz::spawn(&bin, standin.issuer(), CLIENT_ID, DOMAIN, &args.log_level)?;
+    let mut authz = Authz::spawn(
+        &bin,
+        standin.issuer(),
+        CLIENT_ID,
+        DOMAIN,
+        &args.log_level,
+        args.authz_worker_threads,
+    )?;
     println!(
         "authz: {} (pid {}), gRPC {}, log level {} (one audit line per decision at info)",
         bin.display(),

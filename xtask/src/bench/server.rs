@@ -147,6 +147,7 @@ impl Authz {
         client_id: &str,
         domain: &str,
         log_level: &str,
+        worker_threads: Option<usize>,
     ) -> anyhow::Result<Self> {
         ensure!(
             bin.is_file(),
@@ -188,7 +189,10 @@ max_entries = 1000000
 
 [log]
 level = "{log_level}"
-"#
+{runtime}"#,
+            runtime = worker_threads
+                .map(|n| format!("\n[runtime]\nworker_threads = {n}\n"))
+                .unwrap_or_default(),
         );
         let config_path = dir.join("authz.toml");
         std::fs::write(&config_path, config)

@@ -75,6 +75,9 @@ pub struct Args {
     /// authz's `log.level` (`info`, production's, logs one audit line per decision).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// authz's `runtime.worker_threads` (default: unset, one per core).
+    #[arg(long)]
+    authz_worker_threads: Option<usize>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -144,6 +147,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         CLIENT_ID,
         DOMAIN,
         &args.log_level,
+        args.authz_worker_threads,
     )?;
     println!(
         "envoy: {} ({}); authz: {} (log level {})",
@@ -191,7 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (ext, ext_load) =
         start_envoy(&envoy_bin, "ext_authz", envoy::EXT_AUTHZ, &ext_vars, &args).await?;
     probe_denies(&ext_load, "ext_authz").await?;
-    let (null_authz, null_addr) = null_authz::spawn()?;
+    let (null_authz, null_addr) = null_authz::spawn(args.authz_worker_threads)?;
     let null_vars = [("AUTHZ_GRPC_PORT", null_addr.port().to_string())];
     let (null, null_load) = start_envoy(
         &envoy_bin,

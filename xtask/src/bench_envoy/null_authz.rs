@@ -44,11 +44,19 @@ pub struct Args {
     /// Address to serve gRPC on.
     #[arg(long)]
     listen: SocketAddr,
+    /// Worker threads, as authz's `runtime.worker_threads` (default: one per core).
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     // The runtime authz's `main` builds.
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder.build().context("starting the runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -64,7 +72,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 
 /// Starts `xtask null-authz` (this executable) on a free port and waits until it accepts
 /// connections. The process is killed when the returned guard drops.
-pub fn spawn() -> anyhow::Result<(Process, SocketAddr)> {
+pub fn spawn(worker_threads: Option<usize>) -> anyhow::Result<(Process, SocketAddr)> {
     let addr = free_port()?;
     let dir = std::env::temp_dir().join(format!("authz-bench-null-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -72,10 +80,15 @@ pub fn spawn() -> anyhow::Result<(Process, SocketAddr)> {
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let exe = std::env::current_exe().context("locating the xtask executable")?;
-    let child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("null-authz")
         .arg("--listen")
-        .arg(addr.to_string())
+        .arg(addr.to_string());
+    if let Some(threads) = worker_threads {
+        command.arg("--worker-threads").arg(threads.to_string());
+    }
+    let child = command
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log file handle")?)
         .stderr(log)
