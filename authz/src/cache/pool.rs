@@ -213,13 +213,13 @@ fn lock<V>(shard: &Mutex<Shard<V>>) -> MutexGuard<'_, Shard<V>> {
 
 impl<V> Shard<V> {
     fn new(capacity: usize) -> Shard<V> {
-        // The slots are allocated once at full size: filled front to back, they take memory
-        // (pages the kernel backs on first touch) only as entries arrive, and never move. The
-        // table grows instead: its entries land at random positions, so a preallocated table
-        // would touch all of its pages with the first few hundred entries.
+        // Both grow with the entries rather than being allocated at `capacity`: a configured
+        // bound far above what is ever cached must not reserve memory (or fail to) at start.
+        // Large slot vectors are mmapped, so doubling one moves no data (mremap) and its unused
+        // tail is never backed by memory.
         Shard {
             index: HashTable::new(),
-            slots: Vec::with_capacity(capacity),
+            slots: Vec::new(),
             capacity,
             hand: 0,
         }

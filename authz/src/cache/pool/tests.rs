@@ -100,3 +100,12 @@ fn expired_entries_are_not_answered_and_are_purged() {
     assert_eq!(pool.len(), 1);
     assert_eq!(pool.get(&key(2)), Some(2));
 }
+
+#[test]
+fn a_bound_far_above_what_is_cached_reserves_nothing() {
+    // Would abort at start if shards were allocated at their capacity.
+    let pool = Pool::new(u64::MAX);
+    pool.insert(key(1), 1, Duration::from_secs(60));
+    assert_eq!(pool.get(&key(1)), Some(1));
+    assert_eq!(pool.len(), 1);
+}
