@@ -377,7 +377,7 @@ impl Config {
         }
         self.validate_policies()?;
         let resource = &self.resource.url;
-        if !matches!(resource.scheme(), "https" | "http") || resource.host_str().is_none() {
+        if !is_http_url(resource) {
             return fail("resource.url", "must be an absolute http(s) URL");
         }
         if resource.fragment().is_some() || resource.query().is_some() {
@@ -686,6 +686,11 @@ fn check_domain(domain: &str) -> Result<(), String> {
     } else {
         Err(format!("{domain:?} is not a domain name"))
     }
+}
+
+/// An absolute `http` or `https` URL with a host: what every configured endpoint must be.
+pub fn is_http_url(url: &Url) -> bool {
+    matches!(url.scheme(), "https" | "http") && url.host_str().is_some()
 }
 
 fn check_identity_header(name: &str) -> Result<(), String> {

@@ -189,7 +189,7 @@ impl GroupsConfig {
             ("groups.iam_credentials_url", &self.iam_credentials_url),
             ("groups.token_url", &self.token_url),
         ] {
-            if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+            if !crate::config::is_http_url(url) {
                 return Err(format!("{key}: must be an absolute http(s) URL"));
             }
         }

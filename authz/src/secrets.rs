@@ -384,7 +384,7 @@ impl SecretsConfig {
             return Err(("secrets.aws_region", "must not be blank".into()));
         }
         if let Some(url) = &self.aws_endpoint_url {
-            if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+            if !crate::config::is_http_url(url) {
                 return Err((
                     "secrets.aws_endpoint_url",
                     "must be an absolute http(s) URL".into(),

@@ -235,7 +235,7 @@ impl TracingConfig {
     /// Checks what serde cannot; the error names the full key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if let Some(endpoint) = &self.otlp_endpoint {
-            if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+            if !crate::config::is_http_url(endpoint) {
                 return Err((
                     "tracing.otlp_endpoint",
                     "must be an http(s) URL, e.g. http://otel-collector:4318/v1/traces".into(),
