@@ -12,7 +12,7 @@
 use std::{
     future::Future,
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -271,6 +271,12 @@ impl<V: Cached> TtlCache<V> {
         self.valid.purge_expired();
         self.invalid.purge_expired();
     }
+}
+
+/// The pools' and flights' locks. A poisoned lock still guards consistent data: every
+/// mutation under them completes before any call that could panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 mod flight;

@@ -17,7 +17,7 @@ use std::{
 
 use tokio::sync::OnceCell;
 
-use super::CacheKey;
+use super::{CacheKey, lock};
 
 /// An error of any type, shared by every caller of a flight.
 pub(super) type SharedError = Arc<dyn Any + Send + Sync>;
@@ -86,10 +86,4 @@ impl<V> Drop for Joined<'_, V> {
         }
         drop(flight);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -26,7 +26,7 @@ use std::{
 
 use hashbrown::HashTable;
 
-use super::CacheKey;
+use super::{CacheKey, lock};
 
 /// Set in `Slot::deadline` when the entry was read since the clock hand last passed it.
 const REFERENCED: u64 = 1 << 63;
@@ -201,14 +201,6 @@ impl<V: Clone> Pool<V> {
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(REFERENCED - 1)
     }
-}
-
-/// A poisoned shard still holds consistent data: every mutation completes before any call that
-/// could panic.
-fn lock<V>(shard: &Mutex<Shard<V>>) -> MutexGuard<'_, Shard<V>> {
-    shard
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<V> Shard<V> {
