@@ -56,6 +56,8 @@ pub mod secrets;
 pub mod service_auth;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod verdict;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

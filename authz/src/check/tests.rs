@@ -8,6 +8,7 @@ use crate::{
     google::{Endpoint, TokenError},
     policy::{Forbidden, Grant, Refusal},
     principal::{Parts, Principal, TokenSource},
+    test_support,
 };
 
 const CONFIG: &str = r#"
@@ -217,23 +218,12 @@ fn outage_is_an_error_never_a_denial() {
 }
 
 fn check_request(headers: &[(&str, &str)], path: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    id: "req-1".into(),
-                    path: path.into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    test_support::check_request(attribute_context::HttpRequest {
+        id: "req-1".into(),
+        path: path.into(),
+        headers: test_support::headers(headers),
+        ..Default::default()
+    })
 }
 
 /// Through the real service: decisions that need no network, and an outage while discovery

@@ -1,36 +1,28 @@
-use std::{collections::HashMap, time::Duration};
-
 use envoy_types::{
     ext_authz::v3::pb::{Authorization, CheckRequest},
-    pb::envoy::service::auth::v3::{AttributeContext, attribute_context},
+    pb::envoy::service::auth::v3::attribute_context,
 };
-use standin::{AccessTokenSpec, Options, StandIn};
-use tokio_util::sync::CancellationToken;
+use standin::AccessTokenSpec;
 
 use super::*;
-use crate::{check::CheckService, config::Config, google::Google, principal::unix_now};
+use crate::{check::CheckService, principal::unix_now, test_support};
 
 const CLIENT: &str = "metrics.apps.googleusercontent.com";
 
 fn check_request(token: Option<&str>) -> tonic::Request<CheckRequest> {
-    let mut headers = HashMap::new();
-    if let Some(token) = token {
-        headers.insert("authorization".to_string(), format!("Bearer {token}"));
-    }
-    tonic::Request::new(CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    method: "GET".into(),
-                    path: "/mcp".into(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let pairs: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    tonic::Request::new(test_support::check_request(
+        attribute_context::HttpRequest {
+            method: "GET".into(),
+            path: "/mcp".into(),
+            headers: test_support::headers(&pairs),
             ..Default::default()
-        }),
-    })
+        },
+    ))
 }
 
 /// The sample line for `name{labels}`, if present: its value.
@@ -44,35 +36,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 /// through the real `/metrics` route.
 #[tokio::test]
 async fn decisions_cache_use_and_google_calls_are_counted_without_identities() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let standin = StandIn::start(listener, Options::default()).await.unwrap();
-    let issuer = standin.issuer().to_string();
-    let config = Config::load(
-        None,
-        [
-            ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
-            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
-            ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
-            ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
-            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .unwrap();
     let metrics = Arc::new(Metrics::new());
-    let google = Google::with_metrics(&config, metrics.clone()).unwrap();
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    tokio::spawn(google.clone().run(stop));
-    for _ in 0..200 {
-        if google.is_ready() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(google.is_ready(), "discovery and JWKS did not load");
-    let authorizer = Arc::new(Authorizer::new(&config, google, None));
-    let service = CheckService::new(&config, authorizer.clone());
+    let ready = test_support::ready_google(CLIENT, metrics.clone()).await;
+    let (standin, config, google) = (&ready.standin, &ready.config, ready.google.clone());
+    let issuer = standin.issuer().to_string();
+    let authorizer = Arc::new(Authorizer::new(config, google, None));
+    let service = CheckService::new(config, authorizer.clone());
 
     let now = unix_now();
     let id_token = standin.mint_id_token(&serde_json::json!({

@@ -4,19 +4,17 @@ use envoy_types::{
     ext_authz::v3::pb::{Authorization, CheckRequest},
     pb::envoy::{
         config::core::v3::{HeaderMap, HeaderValue},
-        service::auth::v3::{AttributeContext, attribute_context},
+        service::auth::v3::attribute_context,
     },
 };
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
-use standin::{Options, StandIn};
-use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::subscriber::DefaultGuard;
 
 use super::*;
 use crate::{
     authorizer::Authorizer, check::CheckService, config::Config, google::Google,
-    principal::unix_now,
+    principal::unix_now, test_support,
 };
 
 // === config ===
@@ -175,70 +173,36 @@ fn the_check_span(spans: &[SpanData]) -> &SpanData {
 struct Service {
     check: CheckService,
     token: String,
-    _standin: StandIn,
-    _stop: DropGuard,
+    _google: test_support::ReadyGoogle,
 }
 
 async fn service() -> Service {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let standin = StandIn::start(listener, Options::default()).await.unwrap();
-    let issuer = standin.issuer().to_string();
-    let config = Config::load(
-        None,
-        [
-            ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
-            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
-            ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
-            ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
-            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .unwrap();
-    let google = Google::new(&config).unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(google.clone().run(stop.clone()));
-    for _ in 0..200 {
-        if google.is_ready() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(google.is_ready(), "discovery and JWKS did not load");
+    let ready = test_support::ready_google(CLIENT, Arc::default()).await;
+    let issuer = ready.standin.issuer();
     let now = unix_now();
-    let token = standin.mint_id_token(&serde_json::json!({
+    let token = ready.standin.mint_id_token(&serde_json::json!({
         "iss": issuer, "aud": CLIENT, "azp": CLIENT, "sub": SUBJECT,
         "email": EMAIL, "email_verified": true, "hd": "example.com",
         "iat": now, "exp": now + 600,
     }));
-    let authorizer = Arc::new(Authorizer::new(&config, google, None));
+    let authorizer = Arc::new(Authorizer::new(&ready.config, ready.google.clone(), None));
     Service {
-        check: CheckService::new(&config, authorizer),
+        check: CheckService::new(&ready.config, authorizer),
         token,
-        _standin: standin,
-        _stop: stop.drop_guard(),
+        _google: ready,
     }
 }
 
 fn request(headers: &[(&str, &str)]) -> tonic::Request<CheckRequest> {
-    tonic::Request::new(CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    id: "12345".into(),
-                    method: "GET".into(),
-                    path: "/mcp".into(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+    tonic::Request::new(test_support::check_request(
+        attribute_context::HttpRequest {
+            id: "12345".into(),
+            method: "GET".into(),
+            path: "/mcp".into(),
+            headers: test_support::headers(headers),
             ..Default::default()
-        }),
-    })
+        },
+    ))
 }
 
 impl Service {
