@@ -13,7 +13,7 @@
 //! | `GET`/`POST /v1/userinfo` | openidconnect.googleapis.com | `userinfo` | OpenID userinfo |
 //! | `GET /o/oauth2/v2/auth` | accounts.google.com | `authorize` | sign-in: the authorization endpoint, answering with an account chooser |
 //! | `POST /o/oauth2/v2/auth` | accounts.google.com | `authorize` | sign-in: the chooser's form (`request`, `email`) → redirect with a code |
-//! | `POST /token` | oauth2.googleapis.com | `token` | OAuth token endpoint (JWT-bearer and authorization-code grants) |
+//! | `POST /token` | oauth2.googleapis.com | `token` | OAuth token endpoint (JWT-bearer, authorization-code and refresh-token grants) |
 //! | `GET /admin/directory/v1/groups/{g}/hasMember/{m}` | admin.googleapis.com | `directory` | `members.hasMember` |
 //! | `GET /admin/directory/v1/groups/{g}/members/{m}` | admin.googleapis.com | `directory` | `members.get` |
 //! | `GET /v1/groups:lookup` | cloudidentity.googleapis.com | `cloudidentity` | group name by email |
@@ -40,7 +40,8 @@
 //! | `POST /_standin/cloud_identity` | `{"premium": bool}` |
 //! | `POST /_standin/workload_identity` | register an AWS workload binding ([`WorkloadIdentitySpec`]) |
 //! | `POST /_standin/oauth_client` | register a web OAuth client ([`OAuthClientSpec`]) |
-//! | `POST /_standin/user` | register a Google account that can sign in ([`UserSpec`]) → `{"sub"}` |
+//! | `POST /_standin/user` | register (or replace: suspend, reinstate, drop `hd`) a Google account ([`UserSpec`]) → `{"sub"}` |
+//! | `DELETE /_standin/user` | `{"email"}`: delete the account; its refresh and access tokens stop working |
 //! | `GET /_standin/stats` | request counts ([`Stats`]) |
 //! | `POST /_standin/stats/reset` | zero them, returning the old counts |
 //!
@@ -156,6 +157,8 @@ pub(crate) struct Shared {
     pub(crate) users: Users,
     /// Sign-ins under way: requests waiting for an account, codes waiting for `/token`.
     pub(crate) sign_ins: SignIns,
+    /// Refresh tokens of offline sign-ins, for the refresh-token grant.
+    pub(crate) refresh_tokens: oauth::RefreshTokens,
 }
 
 impl std::fmt::Debug for StandIn {
@@ -200,6 +203,7 @@ impl StandIn {
             oauth_clients: OAuthClients::default(),
             users: Users::default(),
             sign_ins: SignIns::default(),
+            refresh_tokens: oauth::RefreshTokens::default(),
         });
         routes::spawn_server(listener, shared.clone());
         Ok(Self { shared })
@@ -362,6 +366,12 @@ impl StandIn {
     /// does; returns its `sub`.
     pub fn add_user(&self, spec: UserSpec) -> anyhow::Result<String> {
         Ok(self.shared.users.add(spec)?.sub.clone())
+    }
+
+    /// Deletes a Google account, as `DELETE /_standin/user` does: it can no longer sign in,
+    /// and its refresh and access tokens stop working. `false` when there was none.
+    pub fn remove_user(&self, email: &str) -> bool {
+        self.shared.users.remove(email).is_some()
     }
 
     /// The authorization endpoint's URL, `{issuer}/o/oauth2/v2/auth`.

@@ -1,10 +1,14 @@
 //! The OAuth token endpoint, `POST /token` (Google's `https://oauth2.googleapis.com/token`).
 //!
 //! It dispatches on `grant_type`: the JWT-bearer grant (RFC 7523) that service accounts use,
-//! here, and the authorization-code grant of Google's sign-in, in `code_grant.rs`. Another grant
+//! here, the authorization-code grant of Google's sign-in, in `code_grant.rs`, and the
+//! refresh-token grant of offline access, in `refresh_grant.rs`. Another grant
 //! is one more arm in [`token`] and one more function.
 
 mod code_grant;
+mod refresh_grant;
+
+pub(crate) use refresh_grant::RefreshTokens;
 
 use std::sync::Arc;
 
@@ -30,6 +34,7 @@ use crate::{
 
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const AUTHORIZATION_CODE: &str = "authorization_code";
+const REFRESH_TOKEN: &str = "refresh_token";
 
 /// How far `iat` may lie in the future, and `exp` in the past: Google tolerates small skews.
 const SKEW: u64 = 60;
@@ -50,6 +55,7 @@ pub(crate) struct TokenRequest {
     client_id: Option<String>,
     client_secret: Option<String>,
     code_verifier: Option<String>,
+    refresh_token: Option<String>,
 }
 
 /// `POST /token`, form-encoded.
@@ -79,6 +85,7 @@ pub(crate) async fn token(
     match request.grant_type.as_deref() {
         Some(JWT_BEARER) => jwt_bearer(&shared, request.assertion.as_deref().unwrap_or("")),
         Some(AUTHORIZATION_CODE) => code_grant::exchange(&shared, &headers, &request),
+        Some(REFRESH_TOKEN) => refresh_grant::refresh(&shared, &headers, &request),
         None => oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",

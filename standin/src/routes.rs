@@ -90,7 +90,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_standin/cloud_identity", post(set_cloud_identity))
         .route("/_standin/workload_identity", post(add_workload_identity))
         .route("/_standin/oauth_client", post(add_oauth_client))
-        .route("/_standin/user", post(add_user))
+        .route("/_standin/user", post(add_user).delete(remove_user))
         .route("/_standin/stats", get(stats))
         .route("/_standin/stats/reset", post(reset_stats))
         .fallback(not_found)
@@ -221,7 +221,11 @@ async fn tokeninfo(
                     "error_description": "Either access_token, id_token, or token_handle required"}),
         );
     };
-    match shared.tokens.tokeninfo(&token, now()) {
+    match shared
+        .tokens
+        .tokeninfo(&token, now())
+        .filter(|info| account_active(&shared, info))
+    {
         Some(info) => json_response(StatusCode::OK, &info),
         None => json_response(
             StatusCode::BAD_REQUEST,
@@ -241,7 +245,9 @@ async fn userinfo(
     if let Some(faulted) = gate(&shared, Counter::Userinfo).await {
         return faulted;
     }
-    let info = access_token(&headers, query, form).and_then(|t| shared.tokens.userinfo(&t, now()));
+    let info = access_token(&headers, query, form)
+        .and_then(|t| shared.tokens.userinfo(&t, now()))
+        .filter(|info| account_active(&shared, info));
     match info {
         Some(info) => json_response(StatusCode::OK, &info),
         None => {
@@ -256,6 +262,13 @@ async fn userinfo(
             response
         }
     }
+}
+
+/// Google stops honouring the access tokens of a suspended or deleted account.
+fn account_active(shared: &Shared, info: &Value) -> bool {
+    info.get("sub")
+        .and_then(Value::as_str)
+        .is_none_or(|sub| !shared.users.is_disabled(sub))
 }
 
 // ---- control endpoints ----
@@ -490,6 +503,28 @@ async fn add_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match shared.users.add(spec) {
         Ok(user) => json_response(StatusCode::OK, &json!({ "ok": true, "sub": user.sub })),
         Err(err) => bad_request(&err.to_string()),
+    }
+}
+
+/// Body of `DELETE /_standin/user`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveUser {
+    email: String,
+}
+
+/// `DELETE /_standin/user` `{"email"}` → `{"ok": true}`, or 404 when there is no such account.
+async fn remove_user(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let spec: RemoveUser = match parse_body(&body) {
+        Ok(spec) => spec,
+        Err(err) => return bad_request(&err.to_string()),
+    };
+    match shared.users.remove(&spec.email) {
+        Some(_) => json_response(StatusCode::OK, &json!({ "ok": true })),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": "no such account" }),
+        ),
     }
 }
 

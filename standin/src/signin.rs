@@ -290,6 +290,13 @@ pub(crate) async fn sign_in(
         return expired();
     };
     let email = form.email.unwrap_or_default();
+    if shared.users.get(&email).is_some_and(|user| user.suspended) {
+        return page::error(
+            403,
+            "access_denied",
+            "This account has been suspended. Contact your administrator.",
+        );
+    }
     let Some(user) = shared.users.get(&email) else {
         return page::chooser(
             StatusCode::BAD_REQUEST,

@@ -4,7 +4,7 @@
 //! otherwise, whatever its email's domain: a relying party must decide the domain from `hd`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -29,6 +29,10 @@ pub struct UserSpec {
     pub email_verified: bool,
     #[serde(default)]
     pub name: Option<String>,
+    /// A suspended account cannot sign in, its refresh tokens are refused (`invalid_grant`)
+    /// and its access tokens stop working, as at Google. Default `false`.
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 fn yes() -> bool {
@@ -44,6 +48,7 @@ impl UserSpec {
             hd: hd.map(str::to_owned),
             email_verified: true,
             name: None,
+            suspended: false,
         }
     }
 }
@@ -57,6 +62,7 @@ pub(crate) struct User {
     pub(crate) hd: Option<String>,
     pub(crate) email_verified: bool,
     pub(crate) name: Option<String>,
+    pub(crate) suspended: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +73,16 @@ pub(crate) enum UserError {
     Empty,
 }
 
-/// The registered accounts, by lowercased email (Google matches emails without case).
+/// The registered accounts, by lowercased email (Google matches emails without case), and the
+/// `sub`s of accounts suspended or deleted, whose access tokens Google no longer honours.
 #[derive(Default)]
-pub(crate) struct Users(Mutex<HashMap<String, Arc<User>>>);
+pub(crate) struct Users(Mutex<Accounts>);
+
+#[derive(Default)]
+struct Accounts {
+    by_email: HashMap<String, Arc<User>>,
+    disabled: HashSet<String>,
+}
 
 impl Users {
     /// Registers (or replaces) the account `spec` describes; returns it.
@@ -92,16 +105,39 @@ impl Users {
             hd: spec.hd.map(|hd| hd.to_lowercase()),
             email_verified: spec.email_verified,
             name: spec.name,
+            suspended: spec.suspended,
         });
-        self.lock().insert(key, user.clone());
+        let mut accounts = self.lock();
+        if user.suspended {
+            accounts.disabled.insert(user.sub.clone());
+        } else {
+            accounts.disabled.remove(&user.sub);
+        }
+        accounts.by_email.insert(key, user.clone());
         Ok(user)
     }
 
     pub(crate) fn get(&self, email: &str) -> Option<Arc<User>> {
-        self.lock().get(&email.trim().to_lowercase()).cloned()
+        self.lock()
+            .by_email
+            .get(&email.trim().to_lowercase())
+            .cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<User>>> {
+    /// Deletes an account: it can no longer sign in, and its tokens stop working.
+    pub(crate) fn remove(&self, email: &str) -> Option<Arc<User>> {
+        let mut accounts = self.lock();
+        let user = accounts.by_email.remove(&email.trim().to_lowercase())?;
+        accounts.disabled.insert(user.sub.clone());
+        Some(user)
+    }
+
+    /// Whether the account with this `sub` was suspended or deleted.
+    pub(crate) fn is_disabled(&self, sub: &str) -> bool {
+        self.lock().disabled.contains(sub)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Accounts> {
         self.0.lock().expect("user mutex poisoned")
     }
 }
@@ -155,5 +191,18 @@ mod tests {
             Err(UserError::Empty)
         ));
         assert_eq!(users.get("nobody"), None);
+
+        // Suspension and deletion disable the account's sub; reinstating enables it again.
+        let mut suspended = UserSpec::new("carol@example.com", Some("example.com"));
+        suspended.suspended = true;
+        let carol = users.add(suspended.clone()).unwrap();
+        assert!(users.is_disabled(&carol.sub));
+        suspended.suspended = false;
+        users.add(suspended).unwrap();
+        assert!(!users.is_disabled(&carol.sub));
+        assert_eq!(users.remove("Carol@example.com").unwrap().sub, carol.sub);
+        assert!(users.is_disabled(&carol.sub));
+        assert_eq!(users.get("carol@example.com"), None);
+        assert_eq!(users.remove("carol@example.com"), None);
     }
 }

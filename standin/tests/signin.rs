@@ -780,3 +780,124 @@ async fn faults_and_control_errors() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}");
     }
 }
+
+/// Offline access: the refresh token is redeemed for tokens describing the account as it is
+/// now, until the account is suspended or deleted; then Google's `invalid_grant`, and its
+/// access tokens stop working at tokeninfo and userinfo.
+#[tokio::test]
+async fn refresh_tokens_work_while_the_account_is_active() {
+    let (standin, client) = start().await;
+    let ada = json!({"email": "ada@example.com", "hd": "example.com"});
+    assert_eq!(
+        control(&client, &standin, "user", ada.clone()).await.0,
+        StatusCode::OK
+    );
+    let offline = [
+        ("access_type", "offline"),
+        ("prompt", "consent select_account"),
+    ];
+    let signed_in = |email: &'static str| {
+        let (standin, client) = (&standin, &client);
+        async move {
+            let query = sign_in(client, standin, &offline, email).await;
+            let (status, (_, body)) =
+                exchange(client, standin, None, &post_form(&query["code"], &[])).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let body = signed_in("ada@example.com").await;
+    let refresh_token = body["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String, secret: &'static str| {
+        let (standin, client) = (&standin, &client);
+        async move {
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+                ("client_id", CLIENT_ID),
+                ("client_secret", secret),
+            ];
+            exchange(client, standin, None, &form).await
+        }
+    };
+
+    let (status, (_, renewed)) = refresh(refresh_token.clone(), SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    assert!(
+        renewed.get("refresh_token").is_none(),
+        "Google does not rotate"
+    );
+    let claims = verify(&client, &standin, renewed["id_token"].as_str().unwrap()).await;
+    assert_eq!(claims["hd"], "example.com");
+    assert!(claims.get("nonce").is_none());
+    let access_token = renewed["access_token"].as_str().unwrap().to_owned();
+
+    // The client must authenticate.
+    let (status, (_, body)) = refresh(refresh_token.clone(), "wrong").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // The account becomes a consumer account: the new ID token has no hd.
+    let consumer = json!({"email": "ada@example.com"});
+    assert_eq!(
+        control(&client, &standin, "user", consumer).await.0,
+        StatusCode::OK
+    );
+    let (status, (_, body)) = refresh(refresh_token.clone(), SECRET).await;
+    assert_eq!(status, StatusCode::OK);
+    let claims = verify(&client, &standin, body["id_token"].as_str().unwrap()).await;
+    assert!(claims.get("hd").is_none(), "{claims}");
+
+    // Suspended: the refresh token, the access token and a new sign-in are refused.
+    let suspended = json!({"email": "ada@example.com", "hd": "example.com", "suspended": true});
+    assert_eq!(
+        control(&client, &standin, "user", suspended).await.0,
+        StatusCode::OK
+    );
+    let (status, (_, body)) = refresh(refresh_token.clone(), SECRET).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body,
+        error("invalid_grant", "Token has been expired or revoked.")
+    );
+    let tokeninfo = client
+        .post(format!("{}/tokeninfo", standin.issuer()))
+        .form(&[("access_token", access_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tokeninfo.status(), StatusCode::BAD_REQUEST);
+    let userinfo = client
+        .get(format!("{}/v1/userinfo", standin.issuer()))
+        .bearer_auth(&access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(userinfo.status(), StatusCode::UNAUTHORIZED);
+    let page = authorize(&client, &standin, &params(&offline)).await;
+    let (_, request) = form_of(&page.text().await.unwrap());
+    let refused = choose(&client, &standin, &request, "ada@example.com").await;
+    assert!(refused.status().is_client_error());
+    assert!(refused.headers().get(header::LOCATION).is_none());
+    assert!(refused.text().await.unwrap().contains("suspended"));
+
+    // Reinstated, then deleted: a new sign-in's refresh token works, then stops.
+    assert_eq!(
+        control(&client, &standin, "user", ada).await.0,
+        StatusCode::OK
+    );
+    let fresh = signed_in("ada@example.com").await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(refresh(fresh.clone(), SECRET).await.0, StatusCode::OK);
+    let deleted = client
+        .delete(format!("{}/_standin/user", standin.issuer()))
+        .json(&json!({"email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let (status, (_, body)) = refresh(fresh, SECRET).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(!standin.remove_user("ada@example.com"));
+}

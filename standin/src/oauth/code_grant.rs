@@ -29,7 +29,7 @@ const ID_TOKEN_LIFETIME: i64 = 3600;
 
 /// Why an exchange is refused; [`ExchangeError::response`] gives Google's answer for each.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum ExchangeError {
+pub(super) enum ExchangeError {
     #[error("Could not determine client ID from request.")]
     NoClient,
     #[error("Client authentication must use either HTTP Basic or the request body, not both.")]
@@ -59,7 +59,7 @@ enum ExchangeError {
 
 impl ExchangeError {
     /// Google's status and `error` code for each cause; the description is the message.
-    fn response(&self) -> Response {
+    pub(super) fn response(&self) -> Response {
         let (status, error) = match self {
             ExchangeError::NoClient
             | ExchangeError::TwoClientAuthentications
@@ -120,7 +120,7 @@ fn redeem(
 
 /// The client the request authenticates as: HTTP Basic (`client_secret_basic`) or the form's
 /// `client_id` and `client_secret` (`client_secret_post`), not both.
-fn authenticate(
+pub(super) fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     request: &TokenRequest,
@@ -180,13 +180,13 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ex
     }
 }
 
-fn present(value: &Option<String>) -> Option<&str> {
+pub(super) fn present(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
 /// Google's token response for `grant`: a `ya29.` access token tokeninfo and userinfo know, an
 /// ID token signed with the current key, and for offline access a refresh token.
-fn tokens(shared: &Shared, grant: &Grant) -> Response {
+pub(super) fn tokens(shared: &Shared, grant: &Grant) -> Response {
     let now = now();
     let user = &grant.user;
     let scope = grant.scopes.granted();
@@ -224,8 +224,11 @@ fn tokens(shared: &Shared, grant: &Grant) -> Response {
         "id_token": id_token,
     });
     if grant.offline {
-        // Not redeemable here: the stand-in serves no refresh_token grant.
-        body["refresh_token"] = json!(random_with_prefix("1//0", 99));
+        // Redeemable with the refresh_token grant (`refresh_grant.rs`) while the account is
+        // active; a refresh answers without a new refresh token, as Google does.
+        let refresh_token = random_with_prefix("1//0", 99);
+        shared.refresh_tokens.insert(&refresh_token, grant);
+        body["refresh_token"] = json!(refresh_token);
     }
     let mut response = json_response(StatusCode::OK, &body);
     let headers = response.headers_mut();
