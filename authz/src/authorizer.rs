@@ -2,7 +2,14 @@
 //! policy, consult the verdict cache, and on a miss establish the identity (identity cache, then
 //! Google) and apply the policy (group lookups as it asks for them).
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use arc_swap::ArcSwap;
 use tracing::Instrument;
@@ -117,6 +124,9 @@ pub struct Authorizer {
     metrics: Arc<Metrics>,
     /// Our OAuth facade's tokens, accepted beside Google's when the facade is on.
     facade: Option<TokenCheck>,
+    /// Bumped by every user invalidation. A verdict whose fill began before a bump is used
+    /// but not cached: it may rest on what the invalidation meant to forget.
+    invalidations: AtomicU64,
 }
 
 /// The reloadable part of the authorizer.
@@ -155,6 +165,7 @@ impl Authorizer {
             rules: ArcSwap::from_pointee(Rules::new(config, groups)),
             metrics,
             facade: None,
+            invalidations: AtomicU64::new(0),
         }
     }
 
@@ -210,6 +221,7 @@ impl Authorizer {
     /// Off-boarding: forgets every verdict, identity and membership cached about `email`
     /// (case-insensitive), so the user's next request is decided afresh.
     pub async fn invalidate_user(&self, email: &str) -> Invalidated {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         let groups = self.rules.load_full().groups.clone();
         // Memberships first: a verdict fill racing with this then finds no cached "member".
         let memberships = groups.map_or(0, |groups| groups.invalidate_user(email));
@@ -282,9 +294,21 @@ impl Authorizer {
                 .lookup(&rules, key, credential, &selected, request)
                 .await?;
         }
-        if self.session_revoked(&outcome.verdict) {
+        match self.session_state(&outcome.verdict) {
+            SessionState::NotOurs | SessionState::Live => {}
             // Checked on every request, cache hits included: revocation is a local lookup.
-            outcome.verdict = Verdict::Unauthenticated(Unauthenticated::Token(TokenError::Revoked));
+            SessionState::Revoked => {
+                outcome.verdict =
+                    Verdict::Unauthenticated(Unauthenticated::Token(TokenError::Revoked));
+            }
+            // Our view of the revocations is stale: whether this session was revoked
+            // elsewhere cannot be known, so no answer is given (a 503, never an allow).
+            SessionState::Unknown => {
+                return Err(BackendError {
+                    endpoint: crate::google::Endpoint::Revocations,
+                    problem: "this replica's copy of the revocations is stale".into(),
+                });
+            }
         }
         Ok(outcome)
     }
@@ -297,7 +321,16 @@ impl Authorizer {
         selected: &Result<&Policy, UnknownPolicy>,
         request: policy::Request<'_>,
     ) -> Result<Decision, BackendError> {
-        let fill = || self.decide(rules, credential, selected, request);
+        let fill = || async {
+            let epoch = self.invalidations.load(Ordering::SeqCst);
+            let decided = self.decide(rules, credential, selected, request).await;
+            match decided {
+                Ok(verdict) if self.invalidations.load(Ordering::SeqCst) != epoch => {
+                    Err(Unstored::Uncacheable(verdict))
+                }
+                other => other,
+            }
+        };
         match self.verdicts.get_or_verify(key, fill).await {
             Ok((verdict, hit)) => Ok(Decision {
                 verdict,
@@ -336,6 +369,7 @@ impl Authorizer {
             &[
                 b"verdict",
                 &rules.fingerprint,
+                &self.facade_keys_fingerprint(),
                 &flags,
                 name.as_bytes(),
                 request.http_method.as_bytes(),
@@ -418,7 +452,14 @@ impl Authorizer {
         rules: &Rules,
         credential: Credential<'_>,
     ) -> Result<Identity, BackendError> {
-        let key = cache::key(credential.token(), &[b"identity", &rules.fingerprint]);
+        let key = cache::key(
+            credential.token(),
+            &[
+                b"identity",
+                &rules.fingerprint,
+                &self.facade_keys_fingerprint(),
+            ],
+        );
         let lookup = self
             .identities
             .get_or_verify(key, || self.verify(credential));
@@ -496,15 +537,42 @@ impl Rules {
     }
 }
 
+/// Where a verdict's token stands with our revocations.
+enum SessionState {
+    /// Not one of our tokens (or no token at all).
+    NotOurs,
+    Live,
+    Revoked,
+    /// Our view of the revocations is stale or overflowing: cannot tell.
+    Unknown,
+}
+
 impl Authorizer {
-    fn session_revoked(&self, verdict: &Verdict) -> bool {
+    fn session_state(&self, verdict: &Verdict) -> SessionState {
         let Some(facade) = &self.facade else {
-            return false;
+            return SessionState::NotOurs;
         };
-        verdict
+        let Some(session) = verdict
             .principal()
             .and_then(|principal| principal.session())
-            .is_some_and(|session| facade.revocations.is_revoked(session))
+        else {
+            return SessionState::NotOurs;
+        };
+        if facade.revocations.is_revoked(session) {
+            SessionState::Revoked
+        } else if !facade.revocations.synced_recently() {
+            SessionState::Unknown
+        } else {
+            SessionState::Live
+        }
+    }
+
+    /// Our signing keys' fingerprint (zeros without the facade): in every cache key, so a key
+    /// removed because it leaked stops its tokens at once, cached verdicts included.
+    fn facade_keys_fingerprint(&self) -> [u8; 32] {
+        self.facade
+            .as_ref()
+            .map_or([0; 32], |facade| *facade.keys.get().fingerprint())
     }
 }
 
@@ -513,3 +581,6 @@ fn outlived_its_token(verdict: &Verdict) -> bool {
         .principal()
         .is_some_and(|principal| principal.expires_at <= unix_now())
 }
+
+#[cfg(test)]
+mod tests;

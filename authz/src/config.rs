@@ -534,6 +534,25 @@ impl Config {
             "routes": self.routes,
         });
         hash.update(decision_inputs.to_string().as_bytes());
+        // The sections without a serialized form, by their Debug text (which never shows a
+        // secret's value): how tokens are checked, how groups are looked up, which resource
+        // and issuer our own tokens name. A change to any of them must not be answered from
+        // verdicts cached under the old ones.
+        for section in [
+            format!("{:?}", self.google),
+            format!("{:?}", self.access),
+            format!("{:?}", self.groups),
+            format!("{:?}", self.resource),
+            format!(
+                "{:?}",
+                self.oauth
+                    .as_ref()
+                    .map(|o| (&o.issuer, &o.google_client_id))
+            ),
+        ] {
+            hash.update(b"\0");
+            hash.update(section.as_bytes());
+        }
         hash.finalize().into()
     }
 }

@@ -94,6 +94,9 @@ pub enum Endpoint {
     Userinfo,
     /// Group membership (Directory or Cloud Identity, and the credentials to call them).
     Groups,
+    /// Not Google: this replica's copy of our own revocations is stale, so tokens of ours
+    /// cannot be judged.
+    Revocations,
 }
 
 impl Endpoint {
@@ -104,6 +107,7 @@ impl Endpoint {
             Endpoint::Tokeninfo => "tokeninfo",
             Endpoint::Userinfo => "userinfo",
             Endpoint::Groups => "groups",
+            Endpoint::Revocations => "revocations",
         }
     }
 }

@@ -166,6 +166,24 @@ pub async fn run_reloadable(
     let authorizer = Arc::new(authorizer);
     let facade = match facade_parts {
         Some((oauth, store, tokens)) => {
+            // Off-boarding on another replica reaches this one through the revocation feed.
+            let weak = Arc::downgrade(&authorizer);
+            tokens
+                .revocations
+                .on_user_invalidated(Arc::new(move |email: String| {
+                    if let Some(authorizer) = weak.upgrade() {
+                        tokio::spawn(async move {
+                            let removed = authorizer.invalidate_user(&email).await;
+                            tracing::info!(
+                                email,
+                                verdicts = removed.verdicts,
+                                identities = removed.identities,
+                                memberships = removed.memberships,
+                                "user invalidated on another replica"
+                            );
+                        });
+                    }
+                }));
             let parts = oauth::Parts {
                 tokens,
                 store,

@@ -57,6 +57,7 @@ pub struct Metrics {
     client_metadata_fetches: Family<ResultLabel, Counter>,
     store_errors: Family<StoreLabels, Counter>,
     secret_refreshes: Family<SecretLabels, Counter>,
+    revocations_in_sync: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -259,6 +260,13 @@ impl Metrics {
             "Re-reads of secrets from files and Secrets Manager by config key and outcome",
             secret_refreshes.clone(),
         );
+        let revocations_in_sync = Gauge::default();
+        registry.register(
+            "revocations_in_sync",
+            "1 while this replica's copy of the revocations is current; 0 while it is stale or \
+             overflowing, when tokens of our own are refused with a 503",
+            revocations_in_sync.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -277,6 +285,7 @@ impl Metrics {
             client_metadata_fetches,
             store_errors,
             secret_refreshes,
+            revocations_in_sync,
         }
     }
 
@@ -387,6 +396,10 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+    }
+
+    pub fn set_revocations_in_sync(&self, in_sync: bool) {
+        self.revocations_in_sync.set(i64::from(in_sync));
     }
 
     pub fn set_cache_entries(&self, cache: CacheName, entries: u64) {

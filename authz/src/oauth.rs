@@ -15,10 +15,11 @@
 //! - [`metadata`]: protected-resource and authorization-server metadata, JWKS.
 //! - [`clients`]: registration and client lookup; [`redirect`]: redirect-URI rules.
 //! - [`authorize`]: the authorization request and consent page; [`callback`]: Google's return.
-//! - [`token`]: the token endpoint; [`revoke`]: RFC 7009 revocation.
+//! - [`token`]: the token endpoint; [`revoke`]: RFC 7009 revocation; [`reverify`]: asking
+//!   Google again, at refresh, whether the account still may sign in.
 //! - [`access_token`]: minting and verifying our access tokens; [`keys`]: the ES256 keys.
 //! - [`sessions`]: codes, refresh tokens and revocations in the shared store.
-//! - [`seal`]: HMAC-sealed values; [`page`]: the few HTML pages and the error shapes.
+//! - [`seal`]: HMAC-sealed and encrypted values; [`page`]: the few HTML pages and the error shapes.
 
 pub mod access_token;
 pub mod authorize;
@@ -28,6 +29,7 @@ pub mod keys;
 pub mod metadata;
 pub mod page;
 pub mod redirect;
+pub mod reverify;
 pub mod revoke;
 pub mod seal;
 pub mod sessions;
@@ -259,7 +261,8 @@ impl Facade {
         poll: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.tokens.revocations.clone().run(poll, shutdown)
+        let metrics = self.google.metrics().clone();
+        self.tokens.revocations.clone().run(poll, metrics, shutdown)
     }
 
     /// Whether the shared store answers now (reported by `/readyz`).

@@ -212,6 +212,86 @@ fn policy_fingerprint_changes_with_policy_inputs() {
     assert_eq!(a.policy_fingerprint(), c.policy_fingerprint());
 }
 
+/// Every input a verdict depends on is in the fingerprint: leaving one out would let a verdict
+/// cached under the old value answer under the new one.
+#[test]
+fn policy_fingerprint_covers_every_decision_input() {
+    const GROUPS: &str = "[groups]\napi = \"cloud-identity\"\n[groups.credentials]\nkind = \"service-account-key\"\njson = \"{}\"\n";
+    let base = format!("{MINIMAL}{GROUPS}");
+    let fingerprint = |extra: &str, vars: &[(&str, &str)]| {
+        Config::load(Some(&format!("{base}{extra}")), env(vars))
+            .unwrap_or_else(|e| panic!("{extra} {vars:?}: {e}"))
+            .policy_fingerprint()
+    };
+    let before = fingerprint("", &[]);
+    type Variation<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let variations: &[Variation] = &[
+        ("domains", "", &[("AUTHZ_ACCESS__DOMAINS", "example.org")]),
+        (
+            "client ids",
+            "",
+            &[("AUTHZ_GOOGLE__CLIENT_IDS", "b.apps.googleusercontent.com")],
+        ),
+        (
+            "issuer",
+            "",
+            &[("AUTHZ_GOOGLE__ISSUER", "https://issuer.example.com")],
+        ),
+        ("clock skew", "", &[("AUTHZ_GOOGLE__CLOCK_SKEW", "5s")]),
+        (
+            "tokeninfo",
+            "",
+            &[(
+                "AUTHZ_GOOGLE__TOKENINFO_URL",
+                "https://t.example.com/tokeninfo",
+            )],
+        ),
+        (
+            "resource",
+            "",
+            &[("AUTHZ_RESOURCE__URL", "https://other.example.com/mcp")],
+        ),
+        (
+            "default policy",
+            "[policies.team]\n",
+            &[("AUTHZ_ACCESS__DEFAULT_POLICY", "team")],
+        ),
+        (
+            "a policy",
+            "[policies.team]\nallow_users = [\"a@example.com\"]\n",
+            &[],
+        ),
+        (
+            "a rule",
+            "[policies.default]\n[[policies.default.rules]]\nmethods = [\"tools/call\"]\ndeny = true\n",
+            &[],
+        ),
+        (
+            "a route",
+            "[policies.team]\n[[routes]]\nprefix = \"/team\"\npolicy = \"team\"\n",
+            &[],
+        ),
+        (
+            "groups api",
+            "",
+            &[
+                ("AUTHZ_GROUPS__API", "directory"),
+                ("AUTHZ_GROUPS__CREDENTIALS__SUBJECT", "admin@example.com"),
+            ],
+        ),
+        ("groups ttl", "", &[("AUTHZ_GROUPS__POSITIVE_TTL", "1s")]),
+    ];
+    for (what, extra, vars) in variations {
+        assert_ne!(
+            fingerprint(extra, vars),
+            before,
+            "{what} is not in the fingerprint"
+        );
+    }
+    // Settings that do not decide anything leave cached verdicts valid.
+    assert_eq!(fingerprint("", &[("AUTHZ_LOG__FORMAT", "json")]), before);
+}
+
 #[test]
 fn policy_references_are_checked_at_start_up() {
     let with = |extra: &str| load_err(Some(&format!("{MINIMAL}{extra}")), &[]);

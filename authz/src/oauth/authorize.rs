@@ -248,7 +248,11 @@ pub async fn consent_given(
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &s256(&verifier))
             .append_pair("code_challenge_method", "S256")
-            .append_pair("prompt", "select_account");
+            // Offline access gives us Google's refresh token, with which a refresh of ours asks
+            // Google whether the account still exists (`reverify.rs`). Google returns one only
+            // on consent, hence `consent` on every sign-in.
+            .append_pair("access_type", "offline")
+            .append_pair("prompt", "consent select_account");
         if let Some(domain) = &facade.domain_hint {
             query.append_pair("hd", domain);
         }

@@ -18,6 +18,7 @@ use super::{
     access_token::User,
     authorize::{browser_cookie, unavailable_page},
     page, random_token,
+    reverify::GoogleLink,
     sessions::{CodeGrant, PendingSignIn},
 };
 use crate::{
@@ -33,10 +34,12 @@ pub struct CallbackQuery {
     error: Option<String>,
 }
 
-/// Google's token response; only the ID token matters (we keep no Google token).
+/// Google's token response: the ID token, and the refresh token we keep encrypted to check
+/// the account again at refresh (`reverify.rs`).
 #[derive(Deserialize)]
 struct GoogleTokens {
     id_token: Option<String>,
+    refresh_token: Option<String>,
 }
 
 /// Why a sign-in went back to the client as an error.
@@ -102,8 +105,8 @@ pub async fn callback(
     let Some(code) = query.code.as_deref() else {
         return back("access_denied", "Google returned no code");
     };
-    let user = match facade.sign_in(code, &pending).await {
-        Ok(user) => user,
+    let (user, google) = match facade.sign_in(code, &pending).await {
+        Ok(signed_in) => signed_in,
         Err(Failure::Denied(why)) => return back("access_denied", &why),
         Err(Failure::Unavailable(why)) => {
             tracing::warn!(problem = %why, "sign-in could not complete");
@@ -122,6 +125,7 @@ pub async fn callback(
         user,
         session: random_token(),
         session_expires: now + facade.settings.session_ttl.as_secs(),
+        google,
     };
     let our_code = random_token();
     if let Err(error) = facade
@@ -151,8 +155,13 @@ pub async fn callback(
 // === impl Facade ===
 
 impl Facade {
-    /// Google's code -> verified ID token -> an admitted user.
-    async fn sign_in(&self, code: &str, pending: &PendingSignIn) -> Result<User, Failure> {
+    /// Google's code -> verified ID token -> an admitted user, and Google's refresh token
+    /// (encrypted) when Google gave one.
+    async fn sign_in(
+        &self,
+        code: &str,
+        pending: &PendingSignIn,
+    ) -> Result<(User, Option<GoogleLink>), Failure> {
         let endpoints = self
             .google
             .sign_in_endpoints()
@@ -211,11 +220,22 @@ impl Facade {
             .email()
             .map(str::to_owned)
             .ok_or_else(|| Failure::Denied("the Google account has no email address".into()))?;
-        Ok(User {
+        let google = match tokens.refresh_token.as_deref() {
+            Some(refresh_token) => Some(GoogleLink::new(&self.sealer.get(), refresh_token)),
+            None => {
+                tracing::warn!(
+                    "Google returned no refresh token: this session must sign in again when \
+                     its first refresh is due for a check with Google"
+                );
+                None
+            }
+        };
+        let user = User {
             sub: principal.sub().to_owned(),
             email,
             hd: principal.hosted_domain().map(str::to_owned),
-        })
+        };
+        Ok((user, google))
     }
 
     /// The default policy's domain, user and group requirements (at sign-in and at refresh).

@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 /// The signing key set.
 pub struct SigningKeys {
     keys: Vec<Key>,
+    /// SHA-256 over the key ids in order: part of every verdict-cache key, so removing a key
+    /// (it leaked) or adding one stops every verdict cached under the old set at once.
+    fingerprint: [u8; 32],
 }
 
 struct Key {
@@ -36,6 +39,23 @@ pub enum KeyError {
 }
 
 impl SigningKeys {
+    fn new(keys: Vec<Key>) -> SigningKeys {
+        let mut hash = Sha256::new();
+        for key in &keys {
+            hash.update(key.kid.as_bytes());
+            hash.update(b"\0");
+        }
+        SigningKeys {
+            keys,
+            fingerprint: hash.finalize().into(),
+        }
+    }
+
+    /// Changes whenever a key is added, removed or reordered.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
     /// Parses PKCS#8 PEM P-256 keys (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
     pub fn from_pem(pems: &[&str]) -> Result<SigningKeys, KeyError> {
         let keys = pems
@@ -49,7 +69,7 @@ impl SigningKeys {
                 Key::from_pkcs8(block.contents()).ok_or(KeyError::NotP256 { index })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(SigningKeys { keys })
+        Ok(SigningKeys::new(keys))
     }
 
     /// One or more PEM blocks in one text (one secret), in order: the first signs.
@@ -71,14 +91,14 @@ impl SigningKeys {
                 Key::from_pkcs8(block.contents()).ok_or(KeyError::NotP256 { index })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(SigningKeys { keys })
+        Ok(SigningKeys::new(keys))
     }
 
     /// One fresh key, for a single replica with nothing configured.
     pub fn generate() -> Result<SigningKeys, KeyError> {
         let pkcs8 = generate_pkcs8()?;
         let key = Key::from_pkcs8(&pkcs8).ok_or(KeyError::Generation)?;
-        Ok(SigningKeys { keys: vec![key] })
+        Ok(SigningKeys::new(vec![key]))
     }
 
     /// The key that signs, and its id.

@@ -1,9 +1,17 @@
 //! Values we hand out and must recognise later without storing them (registered client ids,
 //! consent forms): the payload travels with an HMAC-SHA256 tag. Several keys open, the first
 //! seals, so a key can be rotated without invalidating what is in flight.
+//!
+//! Secrets we keep (the user's Google refresh token) are encrypted instead
+//! ([`Sealer::encrypt`]): AES-256-GCM under a key derived from each sealing key, with the
+//! purpose as associated data, so what sits in the store is useless without our keys.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
+use ring::{
+    aead,
+    rand::{SecureRandom as _, SystemRandom},
+};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -14,6 +22,8 @@ pub enum Purpose {
     ClientId,
     ConsentRequest,
     ConsentCsrf,
+    /// Encrypted, not only tagged: the Google refresh token behind a session.
+    GoogleRefreshToken,
 }
 
 impl Purpose {
@@ -22,6 +32,7 @@ impl Purpose {
             Purpose::ClientId => b"authz client id v1\0",
             Purpose::ConsentRequest => b"authz consent request v1\0",
             Purpose::ConsentCsrf => b"authz consent csrf v1\0",
+            Purpose::GoogleRefreshToken => b"authz google refresh token v1\0",
         }
     }
 }
@@ -91,6 +102,44 @@ impl Sealer {
         })
     }
 
+    /// `base64url(nonce || ciphertext || tag)`: AES-256-GCM under the first key's encryption
+    /// key, a random 96-bit nonce, the purpose as associated data.
+    pub fn encrypt(&self, purpose: Purpose, plaintext: &[u8]) -> String {
+        let key = aead_key(&self.keys[0]);
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .unwrap_or_else(|_| panic!("the system random number generator failed"));
+        let mut sealed = plaintext.to_vec();
+        key.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(purpose.label()),
+            &mut sealed,
+        )
+        .unwrap_or_else(|_| unreachable!("AES-GCM seals any input this size"));
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// The plaintext of an [`Sealer::encrypt`] result, under any key; `None` when no key opens
+    /// it (the key was rotated away, or it was tampered with).
+    pub fn decrypt(&self, purpose: Purpose, sealed: &str) -> Option<Vec<u8>> {
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < aead::NONCE_LEN + aead::AES_256_GCM.tag_len() {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(aead::NONCE_LEN);
+        self.keys.iter().find_map(|key| {
+            let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+            let mut buffer = ciphertext.to_vec();
+            let plain = aead_key(key)
+                .open_in_place(nonce, aead::Aad::from(purpose.label()), &mut buffer)
+                .ok()?;
+            Some(plain.to_vec())
+        })
+    }
+
     fn tag(&self, key: &[u8], purpose: Purpose, data: &[u8]) -> Vec<u8> {
         let mut mac = mac(key, purpose);
         mac.update(data);
@@ -104,6 +153,18 @@ impl std::fmt::Debug for Sealer {
             .field("keys", &self.keys.len())
             .finish()
     }
+}
+
+/// The encryption key of a sealing key: HMAC-SHA256 under it of a fixed label, so the bytes
+/// that tag client ids are never used directly as a cipher key.
+fn aead_key(key: &[u8]) -> aead::LessSafeKey {
+    let mut mac = HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(b"authz aes-256-gcm key v1\0");
+    let derived = mac.finalize().into_bytes();
+    let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, &derived)
+        .unwrap_or_else(|_| unreachable!("32 bytes is an AES-256 key"));
+    aead::LessSafeKey::new(unbound)
 }
 
 fn mac(key: &[u8], purpose: Purpose) -> HmacSha256 {

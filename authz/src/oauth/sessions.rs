@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::access_token::User;
+use super::{access_token::User, reverify::GoogleLink};
 use crate::cache::hex_sha256;
 use crate::store::{Store, StoreError, revocations::Revocations};
 
@@ -36,6 +36,9 @@ pub struct CodeGrant {
     pub session: String,
     /// Unix seconds after which no refresh token of this session is honoured.
     pub session_expires: u64,
+    /// Google's refresh token for the account, encrypted, to check it again at refresh.
+    #[serde(default)]
+    pub google: Option<GoogleLink>,
 }
 
 /// What a refresh token stands for.
@@ -46,6 +49,8 @@ pub struct RefreshGrant {
     pub user: User,
     pub session: String,
     pub session_expires: u64,
+    #[serde(default)]
+    pub google: Option<GoogleLink>,
 }
 
 /// A value read with `claim`: the grant, and whether it had been used before.
@@ -91,12 +96,16 @@ impl Sessions {
         Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 
+    /// Stores a code, and indexes its session under the user at once: off-boarding that runs
+    /// before the code is exchanged still finds (and revokes) the session it would start.
     pub async fn save_code(
         &self,
         code: &str,
         grant: &CodeGrant,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        self.index_session(&grant.user, &grant.session, grant.session_expires)
+            .await?;
         self.insert(&key("code", code), grant, ttl).await
     }
 
@@ -112,10 +121,20 @@ impl Sessions {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.insert(&key("refresh", token), grant, ttl).await?;
-        // Off-boarding finds a user's sessions through this index.
-        let index = format!("user-sessions:{}", grant.user.email.to_lowercase());
+        self.index_session(&grant.user, &grant.session, grant.session_expires)
+            .await
+    }
+
+    /// Off-boarding finds a user's sessions through this index.
+    async fn index_session(
+        &self,
+        user: &User,
+        session: &str,
+        session_expires: u64,
+    ) -> Result<(), StoreError> {
+        let index = format!("user-sessions:{}", user.email.to_lowercase());
         self.store
-            .add_to_set(&index, &grant.session, ttl_until(grant.session_expires))
+            .add_to_set(&index, session, ttl_until(session_expires))
             .await
     }
 
@@ -162,7 +181,9 @@ impl Sessions {
             .is_some())
     }
 
-    /// Off-boarding: revokes every session of `email`; returns how many.
+    /// Off-boarding: revokes every session of `email` (those of codes not yet exchanged
+    /// included, see [`Sessions::save_code`]) and tells every replica to drop what it cached
+    /// about the user; returns how many sessions.
     pub async fn revoke_user(&self, email: &str, session_ttl: Duration) -> Result<u64, StoreError> {
         let index = format!("user-sessions:{}", email.to_lowercase());
         let sessions = self.store.set_members(&index).await?;
@@ -170,6 +191,8 @@ impl Sessions {
         for session in &sessions {
             self.revoke(session, expires).await?;
         }
+        let remembered = self.access_token_ttl + Duration::from_secs(120);
+        self.revocations.invalidate_user(email, remembered).await?;
         Ok(sessions.len() as u64)
     }
 

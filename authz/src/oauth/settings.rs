@@ -41,6 +41,13 @@ pub struct OAuthConfig {
     /// No refresh-token family (one sign-in) lives longer than this. Default 90d.
     #[serde(default = "default_session_ttl", with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// How long a refresh may rely on Google's last word about the account. A refresh due for
+    /// a check redeems the Google refresh token kept for the session, so a suspended or
+    /// deleted account, or one that lost its `hd`, cannot refresh. Default 0s: every refresh
+    /// asks Google, so an off-boarded user's access ends at most one access-token lifetime
+    /// later.
+    #[serde(default, with = "humantime_serde")]
+    pub reverify_interval: Duration,
     /// Life of an authorization code we issue. Default 60s.
     #[serde(default = "default_code_ttl", with = "humantime_serde")]
     pub code_ttl: Duration,
@@ -93,6 +100,12 @@ impl OAuthConfig {
             if ttl < Duration::from_secs(1) {
                 return fail(key, "must be at least 1s");
             }
+        }
+        if self.reverify_interval > Duration::from_secs(24 * 3600) {
+            return fail(
+                "reverify_interval",
+                "must be at most 24h: a session must not outlive its Google account by days",
+            );
         }
         if self.session_ttl < self.refresh_token_ttl {
             return fail(

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
 use super::{
     access_token::{self, Audience, User},
     clients::{ClientError, Clients, RegistrationRequest},
@@ -104,6 +106,39 @@ fn sealed_values_open_only_with_a_key_and_purpose_that_sealed_them() {
             .is_none()
     );
     assert!(old.open(Purpose::ClientId, body).is_none());
+}
+
+#[test]
+fn encrypted_values_open_only_with_a_key_and_purpose_that_encrypted_them() {
+    let old = Sealer::new(vec![b"k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1".to_vec()]);
+    let rotated = Sealer::new(vec![
+        b"k2k2k2k2k2k2k2k2k2k2k2k2k2k2k2k2".to_vec(),
+        b"k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1".to_vec(),
+    ]);
+    let secret = b"1//0google-refresh-token";
+    let sealed = old.encrypt(Purpose::GoogleRefreshToken, secret);
+    // The value is not in what is stored, and two encryptions differ (random nonce).
+    assert!(!sealed.contains("google"));
+    assert_ne!(sealed, old.encrypt(Purpose::GoogleRefreshToken, secret));
+    assert_eq!(
+        rotated
+            .decrypt(Purpose::GoogleRefreshToken, &sealed)
+            .unwrap(),
+        secret
+    );
+    assert!(rotated.decrypt(Purpose::ClientId, &sealed).is_none());
+    let fresh = rotated.encrypt(Purpose::GoogleRefreshToken, secret);
+    assert!(old.decrypt(Purpose::GoogleRefreshToken, &fresh).is_none());
+    let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let tampered = URL_SAFE_NO_PAD.encode(bytes);
+    assert!(
+        old.decrypt(Purpose::GoogleRefreshToken, &tampered)
+            .is_none()
+    );
+    assert!(old.decrypt(Purpose::GoogleRefreshToken, "").is_none());
+    assert!(old.decrypt(Purpose::GoogleRefreshToken, "!!").is_none());
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `POST /oauth/token`: the authorization-code grant (PKCE, redirect URI and client bound to the
 //! code; a replayed code revokes what it issued) and the refresh-token grant (rotation; a
-//! rotated token used again revokes the whole session; the user's domain and groups are
-//! checked again). Clients are public: they identify themselves with `client_id` alone.
+//! rotated token used again revokes the whole session; the account is checked again with
+//! Google (`reverify.rs`), then the user's domain and groups). Clients are public: they
+//! identify themselves with `client_id` alone.
 
 use std::sync::Arc;
 
@@ -132,6 +133,15 @@ impl Facade {
                 "code_verifier does not match the code_challenge",
             ));
         }
+        // Off-boarding may have revoked the session between the sign-in and this exchange.
+        if self
+            .sessions
+            .is_revoked(&grant.session)
+            .await
+            .map_err(store_down)?
+        {
+            return Err(invalid_grant("the session was revoked; sign in again"));
+        }
         self.check_resource(form)?;
         let refresh = RefreshGrant {
             client_id,
@@ -139,6 +149,7 @@ impl Facade {
             user: grant.user,
             session: grant.session,
             session_expires: grant.session_expires,
+            google: grant.google,
         };
         self.issue(&refresh).await
     }
@@ -172,9 +183,23 @@ impl Facade {
             return Err(invalid_grant("the session was revoked; sign in again"));
         }
         self.check_resource(form)?;
-        // The user may have left the domain or a group since signing in.
-        match self.admit(&principal_of(&grant.user)).await {
-            Ok(()) => {}
+        // The account may have been suspended, deleted or moved out of the domain (asked of
+        // Google when due), or the user may have left a group, since signing in.
+        let checked = if self.reverify_due(grant.google.as_ref()) {
+            self.reverify(&grant.user, grant.google.as_ref())
+                .await
+                .map(|(user, link)| RefreshGrant {
+                    user,
+                    google: Some(link),
+                    ..grant.clone()
+                })
+        } else {
+            self.admit(&principal_of(&grant.user))
+                .await
+                .map(|()| grant.clone())
+        };
+        let grant = match checked {
+            Ok(grant) => grant,
             Err(Failure::Denied(why)) => {
                 self.sessions
                     .revoke(&grant.session, grant.session_expires)
@@ -183,10 +208,10 @@ impl Facade {
                 return Err(invalid_grant(&why));
             }
             Err(Failure::Unavailable(why)) => {
-                tracing::warn!(problem = %why, "refresh could not check the policy");
-                return Err(unavailable("the policy check"));
+                tracing::warn!(problem = %why, "refresh could not check the account");
+                return Err(unavailable("the account check"));
             }
-        }
+        };
         // Store the successor first, then use up the old token: a store failure in between
         // leaves the old token valid rather than burning the session.
         let (response, new) = self.issue_with_token(&grant).await?;

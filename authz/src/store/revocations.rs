@@ -13,42 +13,64 @@
 //!
 //! **Bounded, and fail closed when the bound is hit.** At most `cap` ids are kept (default
 //! [`DEFAULT_CAP`]). Dropping one would let a revoked token pass on this replica, so when the
-//! cap is hit the view reports itself out of sync ([`Revocations::synced_recently`] turns false,
-//! so readiness fails) and reads everything in force again once expiries have made room.
+//! cap is hit the view reports itself out of sync ([`Revocations::synced_recently`] turns false)
+//! and reads everything in force again once expiries have made room.
+//!
+//! **Stale is out of sync.** A view whose last successful read is more than [`SYNC_POLLS`]
+//! polls old (at least [`SYNC_MIN`]) is out of sync too. The Check refuses our own tokens with
+//! a 503 while the view is out of sync (it cannot know what was revoked elsewhere), and `run`
+//! logs the change and sets `authz_revocations_in_sync`.
+//!
+//! **Off-boarding travels the same way.** An id `user:<random>:<email>` is a user's invalidation: each
+//! replica that reads it for the first time calls the hook set with
+//! [`Revocations::on_user_invalidated`] (the authorizer drops its cached verdicts, identities
+//! and memberships of that user).
 
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
     sync::{
-        Arc, Mutex, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
+        Arc, OnceLock, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio_util::sync::CancellationToken;
 
 use super::{Revocation, Store, StoreError, ttl_ms, unix_ms};
+use crate::metrics::Metrics;
 
 /// How far before the latest recording time seen each poll starts reading again.
 pub const OVERLAP: Duration = Duration::from_secs(10);
 /// The default bound on ids kept in memory: about 100 MB at worst, far past any real use.
 pub const DEFAULT_CAP: usize = 1_000_000;
 /// A view is in sync when its last successful read is at most this many polls old.
-const SYNC_POLLS: u32 = 3;
+pub const SYNC_POLLS: u32 = 3;
 /// ... and never less than this, so a short poll interval does not make readiness flap.
-const SYNC_MIN: Duration = Duration::from_secs(3);
+pub const SYNC_MIN: Duration = Duration::from_secs(3);
+
+/// The prefix of a user's invalidation in the revocation feed.
+pub const USER_PREFIX: &str = "user:";
+
+/// What a replica does when it learns of a user's invalidation.
+pub type UserHook = Arc<dyn Fn(String) + Send + Sync>;
 
 /// The local view of the revocations in force.
 pub struct Revocations {
     store: Arc<dyn Store>,
     local: RwLock<Local>,
     cap: usize,
-    /// When the store was last read successfully. A mutex: written once per poll, read by
-    /// readiness probes, never on the hot path.
-    last_sync: Mutex<Option<Instant>>,
+    /// When the store was last read successfully, in ms since `origin` plus one (0: never).
+    /// An atomic: the Check reads it for every token of ours.
+    last_sync: AtomicU64,
+    origin: Instant,
+    /// A copy of `Local::overflowed`, readable without the lock.
+    overflowed: AtomicBool,
     /// The poll interval `run` was started with, in ms (0 before that).
     poll_ms: AtomicU64,
+    user_hook: OnceLock<UserHook>,
 }
 
 #[derive(Default)]
@@ -86,9 +108,38 @@ impl Revocations {
             store,
             local: RwLock::new(Local::default()),
             cap,
-            last_sync: Mutex::new(None),
+            last_sync: AtomicU64::new(0),
+            origin: Instant::now(),
+            overflowed: AtomicBool::new(false),
             poll_ms: AtomicU64::new(0),
+            user_hook: OnceLock::new(),
         }
+    }
+
+    /// Sets what to do when a user's invalidation is read from the store (once; later calls
+    /// are ignored).
+    pub fn on_user_invalidated(&self, hook: UserHook) {
+        let _ = self.user_hook.set(hook);
+    }
+
+    /// Records a user's invalidation for every replica: each drops what it cached about
+    /// `email` when it next reads the store.
+    pub async fn invalidate_user(&self, email: &str, ttl: Duration) -> Result<(), StoreError> {
+        // A new id each time, so a second invalidation of the same user is news to every
+        // replica: `user:<random>:<email>`.
+        let mut nonce = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| StoreError {
+                backend: self.store.backend(),
+                problem: "the system random number generator failed".into(),
+            })?;
+        let id = format!(
+            "{USER_PREFIX}{:016x}:{}",
+            u64::from_be_bytes(nonce),
+            email.to_lowercase()
+        );
+        self.revoke(&id, ttl).await
     }
 
     /// Revokes `id` for `ttl` (the remaining life of what it names): in the store first, so
@@ -100,6 +151,7 @@ impl Revocations {
         let mut local = self.write();
         if local.add(id, expires_ms, self.cap) == Added::Dropped {
             local.overflow(self.cap);
+            self.overflowed.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -126,24 +178,24 @@ impl Revocations {
         self.len() == 0
     }
 
-    /// For readiness: the store was read successfully within the last few poll intervals (at
-    /// least [`SYNC_MIN`]) and no revocation had to be dropped.
+    /// Whether this view can be trusted: the store was read successfully within the last few
+    /// poll intervals (at least [`SYNC_MIN`]) and no revocation had to be dropped. Two atomic
+    /// loads: the Check asks it for every token of ours.
     pub fn synced_recently(&self) -> bool {
-        if self
-            .local
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .overflowed
-        {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let last = self.last_sync.load(Ordering::Relaxed);
+        if last == 0 {
             return false;
         }
         let poll = Duration::from_millis(self.poll_ms.load(Ordering::Relaxed));
-        let window = (poll * SYNC_POLLS).max(SYNC_MIN);
-        let last = *self
-            .last_sync
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        last.is_some_and(|at| at.elapsed() <= window)
+        let window = ttl_ms((poll * SYNC_POLLS).max(SYNC_MIN));
+        self.elapsed_ms().saturating_sub(last - 1) <= window
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Reads the revocations recorded since the last read (less [`OVERLAP`]) into memory and
@@ -162,6 +214,7 @@ impl Revocations {
         let mut local = self.write();
         local.prune(unix_ms());
         let mut dropped = false;
+        let mut users = Vec::new();
         for Revocation {
             id,
             recorded_ms,
@@ -169,7 +222,19 @@ impl Revocations {
         } in found
         {
             local.cursor = local.cursor.max(recorded_ms);
-            dropped |= local.add(&id, expires_ms, self.cap) == Added::Dropped;
+            match local.add(&id, expires_ms, self.cap) {
+                Added::Dropped => dropped = true,
+                Added::Yes => {
+                    let email = id
+                        .strip_prefix(USER_PREFIX)
+                        .and_then(|rest| rest.split_once(':'))
+                        .map(|(_, email)| email);
+                    if let Some(email) = email {
+                        users.push(email.to_owned());
+                    }
+                }
+                Added::Known => {}
+            }
         }
         if dropped {
             local.overflow(self.cap);
@@ -180,21 +245,31 @@ impl Revocations {
                 "revocations: every revocation in force fits again"
             );
         }
+        self.overflowed.store(local.overflowed, Ordering::Relaxed);
         drop(local);
-        *self
-            .last_sync
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.last_sync
+            .store(self.elapsed_ms().saturating_add(1), Ordering::Relaxed);
+        if let Some(hook) = self.user_hook.get() {
+            for email in users {
+                hook(email);
+            }
+        }
         Ok(read)
     }
 
     /// Syncs every `poll` until `shutdown`. A store that cannot be read is logged once when the
     /// outage starts and once when it ends, not on every poll.
-    pub async fn run(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        poll: Duration,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) {
         self.poll_ms.store(ttl_ms(poll), Ordering::Relaxed);
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut in_sync = None;
         loop {
             if shutdown.run_until_cancelled(tick.tick()).await.is_none() {
                 return;
@@ -202,6 +277,21 @@ impl Revocations {
             let Some(result) = shutdown.run_until_cancelled(self.sync()).await else {
                 return;
             };
+            let now_in_sync = self.synced_recently();
+            if in_sync != Some(now_in_sync) {
+                metrics.set_revocations_in_sync(now_in_sync);
+                match (in_sync, now_in_sync) {
+                    (_, false) => tracing::error!(
+                        "revocations: this replica's copy is stale or overflowing; tokens of \
+                         our own are refused (503) until it is current again"
+                    ),
+                    (Some(false), true) => {
+                        tracing::info!("revocations: current again; tokens of our own accepted");
+                    }
+                    _ => {}
+                }
+                in_sync = Some(now_in_sync);
+            }
             match result {
                 Ok(_) if failing => {
                     failing = false;

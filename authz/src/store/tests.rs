@@ -109,7 +109,7 @@ async fn a_store_outage_is_logged_once_and_its_end_once() {
     let poll = Duration::from_millis(10);
     let task = tokio::spawn(
         view.clone()
-            .run(poll, stop.clone())
+            .run(poll, Arc::new(crate::metrics::Metrics::new()), stop.clone())
             .with_subscriber(subscriber),
     );
 

@@ -101,6 +101,7 @@ suite!(
     sets_collect_members_and_expire_after_the_latest_addition,
     revocations_since_returns_those_in_force,
     a_revocation_reaches_the_other_replica_within_the_poll_interval,
+    a_user_invalidation_reaches_the_other_replica_every_time,
     reserved_and_empty_keys_are_refused,
 );
 
@@ -295,8 +296,16 @@ async fn a_revocation_reaches_the_other_replica_within_the_poll_interval(f: Fixt
     let there = Arc::new(Revocations::new(f.second.clone()));
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
-    tokio::spawn(here.clone().run(POLL, stop.clone()));
-    tokio::spawn(there.clone().run(POLL, stop.clone()));
+    tokio::spawn(here.clone().run(
+        POLL,
+        std::sync::Arc::new(authz::metrics::Metrics::new()),
+        stop.clone(),
+    ));
+    tokio::spawn(there.clone().run(
+        POLL,
+        std::sync::Arc::new(authz::metrics::Metrics::new()),
+        stop.clone(),
+    ));
 
     here.revoke("family:1", LONG).await.unwrap();
     let revoked_at = Instant::now();
@@ -316,6 +325,31 @@ async fn a_revocation_reaches_the_other_replica_within_the_poll_interval(f: Fixt
     assert!(!here.is_revoked("token:short"));
     assert!(!there.is_revoked("token:short"));
     assert!(here.is_revoked("family:1"));
+}
+
+/// Off-boarding on one replica reaches the other's hook within a poll, and a second
+/// invalidation of the same user is news again (not taken for the first one).
+async fn a_user_invalidation_reaches_the_other_replica_every_time(f: Fixture) {
+    let here = Arc::new(Revocations::new(f.first.clone()));
+    let there = Arc::new(Revocations::new(f.second.clone()));
+    let heard = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    there.on_user_invalidated(Arc::new(move |email| sink.lock().unwrap().push(email)));
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let metrics = Arc::new(authz::metrics::Metrics::new());
+    tokio::spawn(there.clone().run(POLL, metrics.clone(), stop.clone()));
+
+    here.invalidate_user("Ada@Example.com", LONG).await.unwrap();
+    let count = |heard: &Arc<std::sync::Mutex<Vec<String>>>| heard.lock().unwrap().len();
+    assert!(wait_until(Duration::from_secs(2), || count(&heard) == 1).await);
+    assert_eq!(heard.lock().unwrap()[0], "ada@example.com");
+    here.invalidate_user("ada@example.com", LONG).await.unwrap();
+    assert!(wait_until(Duration::from_secs(2), || count(&heard) == 2).await);
+    // Read again (the poll overlaps), an invalidation is not news a second time.
+    tokio::time::sleep(POLL * 3).await;
+    assert_eq!(count(&heard), 2);
+    assert!(metrics.encode().contains("authz_revocations_in_sync 1"));
 }
 
 async fn reserved_and_empty_keys_are_refused(f: Fixture) {

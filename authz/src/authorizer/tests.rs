@@ -1,0 +1,185 @@
+#![allow(clippy::unwrap_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use super::*;
+use crate::{
+    google::Endpoint,
+    oauth::{
+        Current,
+        access_token::{Audience, User},
+        keys::SigningKeys,
+    },
+    store::{Store, memory::MemoryStore, revocations::Revocations},
+    test_support::{ReadyGoogle, ready_google},
+};
+
+const CLIENT: &str = "client-1.apps.googleusercontent.com";
+
+fn audience() -> Audience {
+    Audience {
+        issuer: "https://authz.example.com".into(),
+        resource: "https://mcp.example.com/mcp".into(),
+        leeway: 30,
+    }
+}
+
+/// An authorizer accepting our own tokens, signed with `keys`, with revocations in `view`.
+fn with_facade(ready: &ReadyGoogle, keys: Arc<SigningKeys>, view: Arc<Revocations>) -> Authorizer {
+    Authorizer::new(&ready.config, ready.google.clone(), None).accept_facade_tokens(TokenCheck {
+        keys: Arc::new(Current::Generated(keys)),
+        audience: audience(),
+        revocations: view,
+    })
+}
+
+fn our_token(keys: &SigningKeys, session: &str) -> String {
+    let user = User {
+        sub: "1001".into(),
+        email: "ada@example.com".into(),
+        hd: Some("example.com".into()),
+    };
+    access_token::issue(keys, &audience(), &user, "client", "mcp", session, 600)
+        .unwrap()
+        .0
+}
+
+fn facts(authorization: &str) -> RequestFacts<'_> {
+    RequestFacts {
+        authorization: Some(authorization.as_bytes()),
+        path: "/mcp",
+        http_method: "POST",
+        policy: None,
+        mcp: McpCall::default(),
+    }
+}
+
+/// A replica that cannot read the revocations cannot know whether one of our tokens was
+/// revoked on another replica: an outage (503), never an allow; current again, it allows;
+/// revoked, refused, cache hits included.
+#[tokio::test]
+async fn our_tokens_are_an_outage_while_the_revocation_view_is_stale_or_overflowing() {
+    let ready = ready_google(CLIENT, Arc::new(Metrics::new())).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(100));
+    let view = Arc::new(Revocations::with_cap(store.clone(), 1));
+    let keys = Arc::new(SigningKeys::generate().unwrap());
+    let authorizer = with_facade(&ready, keys.clone(), view.clone());
+    let bearer = format!("Bearer {}", our_token(&keys, "session-1"));
+
+    // Never synced.
+    let error = authorizer.authorize(facts(&bearer)).await.unwrap_err();
+    assert_eq!(error.endpoint, Endpoint::Revocations);
+
+    view.sync().await.unwrap();
+    let decision = authorizer.authorize(facts(&bearer)).await.unwrap();
+    assert!(
+        matches!(decision.verdict, Verdict::Allow(..)),
+        "{decision:?}"
+    );
+    let hit = authorizer.authorize(facts(&bearer)).await.unwrap();
+    assert_eq!(hit.cache, CacheUse::Hit);
+
+    // Overflowing (a second revocation does not fit): the cached allow is not used either.
+    let minute = Duration::from_secs(60);
+    view.revoke("session-2", minute).await.unwrap();
+    view.revoke("session-3", minute).await.unwrap();
+    assert!(!view.synced_recently());
+    let error = authorizer.authorize(facts(&bearer)).await.unwrap_err();
+    assert_eq!(error.endpoint, Endpoint::Revocations);
+
+    // Revoked, with a view in sync: refused although an allow is cached.
+    let view = Arc::new(Revocations::new(store));
+    let authorizer = with_facade(&ready, keys.clone(), view.clone());
+    view.sync().await.unwrap();
+    assert!(matches!(
+        authorizer.authorize(facts(&bearer)).await.unwrap().verdict,
+        Verdict::Allow(..)
+    ));
+    view.revoke("session-1", minute).await.unwrap();
+    let refused = authorizer.authorize(facts(&bearer)).await.unwrap();
+    assert!(matches!(
+        refused.verdict,
+        Verdict::Unauthenticated(Unauthenticated::Token(TokenError::Revoked))
+    ));
+
+    // Google's tokens never depend on our revocations.
+    let stale = Arc::new(Revocations::new(Arc::new(MemoryStore::new(10))));
+    let authorizer = with_facade(&ready, keys, stale);
+    let google = ready.standin.mint_id_token(&serde_json::json!({
+        "iss": ready.standin.issuer(), "aud": CLIENT, "sub": "2002",
+        "email": "bob@example.com", "email_verified": true, "hd": "example.com",
+        "iat": unix_now(), "exp": unix_now() + 600,
+    }));
+    let decision = authorizer
+        .authorize(facts(&format!("Bearer {google}")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(decision.verdict, Verdict::Allow(..)),
+        "{decision:?}"
+    );
+}
+
+/// Every input of a decision feeds the verdict-cache key: leaving one out would let a verdict
+/// decided for one request answer another.
+#[tokio::test]
+async fn the_verdict_key_feeds_every_input() {
+    let ready = ready_google(CLIENT, Arc::new(Metrics::new())).await;
+    let view = Arc::new(Revocations::new(Arc::new(MemoryStore::new(10))));
+    let keys = Arc::new(SigningKeys::generate().unwrap());
+    let authorizer = with_facade(&ready, keys, view.clone());
+    let other_keys = with_facade(&ready, Arc::new(SigningKeys::generate().unwrap()), view);
+    let credential = Credential::Jwt("a.b.c");
+    let key = |authorizer: &Authorizer,
+               named: Option<&str>,
+               http_method: &str,
+               method: Option<&str>,
+               tool: Option<&str>| {
+        let rules = authorizer.rules.load_full();
+        let selected = rules.policies.select(named, "/mcp");
+        let request = policy::Request {
+            http_method,
+            mcp: McpCall { method, tool },
+        };
+        authorizer.verdict_key(&rules, credential, &selected, request)
+    };
+    let call = Some("tools/call");
+    let base = key(&authorizer, None, "POST", call, Some("t"));
+    let variations = [
+        (
+            "the policy",
+            key(&authorizer, Some("other"), "POST", call, Some("t")),
+        ),
+        (
+            "the HTTP method",
+            key(&authorizer, None, "GET", call, Some("t")),
+        ),
+        (
+            "the MCP method",
+            key(&authorizer, None, "POST", Some("tools/list"), Some("t")),
+        ),
+        (
+            "no MCP method",
+            key(&authorizer, None, "POST", None, Some("t")),
+        ),
+        ("the tool", key(&authorizer, None, "POST", call, Some("u"))),
+        ("a missing tool", key(&authorizer, None, "POST", call, None)),
+        (
+            "an empty tool",
+            key(&authorizer, None, "POST", call, Some("")),
+        ),
+        (
+            "the signing keys",
+            key(&other_keys, None, "POST", call, Some("t")),
+        ),
+    ];
+    for (what, varied) in &variations {
+        assert_ne!(*varied, base, "{what} does not feed the verdict key");
+    }
+    assert_eq!(key(&authorizer, None, "POST", call, Some("t")), base);
+    // A reloaded config (another fingerprint) gives other keys.
+    let mut config = ready.config.clone();
+    config.access.domains = vec!["example.org".into()];
+    authorizer.replace_rules(&config, None);
+    assert_ne!(key(&authorizer, None, "POST", call, Some("t")), base);
+}

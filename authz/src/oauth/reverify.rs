@@ -1,0 +1,198 @@
+//! Asking Google again whether the account behind a session still may sign in.
+//!
+//! Our refresh tokens would otherwise outlive the Google account: a suspended, deleted or
+//! de-provisioned user could refresh for the whole `session_ttl`. So the sign-in asks Google
+//! for offline access and keeps Google's refresh token, encrypted under our sealing keys
+//! ([`GoogleLink`]); a refresh of ours that is due for a check (`oauth.reverify_interval`
+//! since the last one; by default every refresh) redeems it at Google's token endpoint:
+//! - Google refuses it (`invalid_grant`): the account was suspended or deleted, or the user
+//!   revoked our access. The session ends.
+//! - Google answers: the new ID token (or, without one, userinfo) describes the account as it
+//!   is now; it must be the same `sub`, and the default policy is applied to it (a consumer
+//!   account has lost its `hd`).
+//! - Google cannot be asked (timeout, 5xx, 429, our own client refused): a 503, and the
+//!   session stays as it was.
+//!
+//! The Google refresh token never leaves this module in clear: it is encrypted before it is
+//! stored, decrypted only to be sent to Google's token endpoint, and never logged.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Facade,
+    access_token::User,
+    callback::Failure,
+    seal::{Purpose, Sealer},
+};
+use crate::{
+    credentials::Credential,
+    google::VerifyError,
+    principal::{Principal, unix_now},
+};
+
+/// A session's tie to the Google account behind it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GoogleLink {
+    /// Google's refresh token, encrypted ([`Sealer::encrypt`]).
+    pub sealed_refresh_token: String,
+    /// Unix seconds when Google last vouched for the account.
+    pub verified_at: u64,
+}
+
+/// What Google's token endpoint answers to a refresh.
+#[derive(Deserialize)]
+struct Refreshed {
+    access_token: Option<String>,
+    id_token: Option<String>,
+    /// Google does not rotate refresh tokens, but may; a new one replaces the old.
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GoogleError {
+    error: Option<String>,
+}
+
+impl GoogleLink {
+    /// A link verified now, holding `refresh_token` encrypted.
+    pub fn new(sealer: &Sealer, refresh_token: &str) -> GoogleLink {
+        GoogleLink {
+            sealed_refresh_token: sealer
+                .encrypt(Purpose::GoogleRefreshToken, refresh_token.as_bytes()),
+            verified_at: unix_now(),
+        }
+    }
+}
+
+// === impl Facade ===
+
+impl Facade {
+    /// Whether a session last checked at `link` must ask Google before it refreshes.
+    pub(super) fn reverify_due(&self, link: Option<&GoogleLink>) -> bool {
+        let interval = self.settings.reverify_interval.as_secs();
+        link.is_none_or(|link| {
+            interval == 0 || unix_now() >= link.verified_at.saturating_add(interval)
+        })
+    }
+
+    /// Asks Google about the account of `user` with the session's Google refresh token; returns
+    /// the account as Google describes it now, admitted by the default policy, and the renewed
+    /// link.
+    pub(super) async fn reverify(
+        &self,
+        user: &User,
+        link: Option<&GoogleLink>,
+    ) -> Result<(User, GoogleLink), Failure> {
+        let sign_in_again = |why: &str| Failure::Denied(format!("{why}; sign in again"));
+        let link = link.ok_or_else(|| {
+            sign_in_again("Google gave this session no refresh token to check the account with")
+        })?;
+        let sealer = self.sealer.get();
+        let refresh_token = sealer
+            .decrypt(Purpose::GoogleRefreshToken, &link.sealed_refresh_token)
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| {
+                sign_in_again("the session's Google token cannot be opened (keys rotated)")
+            })?;
+        let refreshed = self.refresh_at_google(&refresh_token).await?;
+        let principal = self.verify_refreshed(&refreshed).await?;
+        if principal.sub() != user.sub {
+            return Err(Failure::Denied(
+                "Google answered for another account; sign in again".into(),
+            ));
+        }
+        self.admit(&principal).await?;
+        let email = principal
+            .email()
+            .map(str::to_owned)
+            .ok_or_else(|| Failure::Denied("the Google account has no email address".into()))?;
+        let link = match &refreshed.refresh_token {
+            Some(rotated) => GoogleLink::new(&sealer, rotated),
+            None => GoogleLink {
+                sealed_refresh_token: link.sealed_refresh_token.clone(),
+                verified_at: unix_now(),
+            },
+        };
+        let user = User {
+            sub: principal.sub().to_owned(),
+            email,
+            hd: principal.hosted_domain().map(str::to_owned),
+        };
+        Ok((user, link))
+    }
+
+    /// `grant_type=refresh_token` at Google's token endpoint with our confidential client.
+    async fn refresh_at_google(&self, refresh_token: &str) -> Result<Refreshed, Failure> {
+        let endpoints = self
+            .google
+            .sign_in_endpoints()
+            .ok_or_else(|| Failure::Unavailable("Google discovery not done".into()))?;
+        let client_secret = self.google_client_secret.current();
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", &self.settings.google_client_id),
+            ("client_secret", client_secret.expose()),
+        ];
+        let response = self
+            .http
+            .post(endpoints.token)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("Google token endpoint: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|e| Failure::Unavailable(format!("Google token response: {e}")));
+        }
+        let error = response
+            .json::<GoogleError>()
+            .await
+            .ok()
+            .and_then(|body| body.error);
+        if status.is_client_error() && error.as_deref() == Some("invalid_grant") {
+            tracing::info!(
+                event = "google_refresh_refused",
+                "Google no longer honours a session's sign-in"
+            );
+            return Err(Failure::Denied(
+                "Google no longer accepts this sign-in (the account was suspended or deleted, or \
+                 access was revoked); sign in again"
+                    .into(),
+            ));
+        }
+        // Anything else is not about the user: Google is down, or refuses our own client.
+        if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+            tracing::error!(%status, error = error.as_deref().unwrap_or(""), "Google refused our refresh request");
+        }
+        Err(Failure::Unavailable(format!(
+            "Google token endpoint answered {status}"
+        )))
+    }
+
+    /// The account Google's refresh answer describes: its ID token, or else userinfo.
+    async fn verify_refreshed(&self, refreshed: &Refreshed) -> Result<Principal, Failure> {
+        let credential = match (&refreshed.id_token, &refreshed.access_token) {
+            (Some(id_token), _) => Credential::Jwt(id_token),
+            (None, Some(access_token)) => Credential::Opaque(access_token),
+            (None, None) => {
+                return Err(Failure::Unavailable(
+                    "Google's refresh answer carries no token".into(),
+                ));
+            }
+        };
+        match self.google.verify(credential).await {
+            Ok(principal) => Ok(principal),
+            Err(VerifyError::Token(error)) => {
+                tracing::warn!(reason = error.reason(), "Google's refreshed token refused");
+                Err(Failure::Denied(
+                    "the account could not be verified with Google; sign in again".into(),
+                ))
+            }
+            Err(VerifyError::Backend(error)) => Err(Failure::Unavailable(error.to_string())),
+        }
+    }
+}
