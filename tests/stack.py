@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import string
@@ -180,11 +181,16 @@ class StandIn:
                                     "redirect_uris": list(redirect_uris)})
 
     def add_user(self, email: str, hd: str | None = None, sub: str | None = None,
-                 email_verified: bool = True, name: str | None = None) -> str:
-        """Registers a Google account that can sign in (a consumer account without `hd`);
-        returns its `sub` (derived from the email when not given)."""
-        body = {"email": email, "hd": hd, "sub": sub, "email_verified": email_verified, "name": name}
+                 email_verified: bool = True, name: str | None = None, suspended: bool = False) -> str:
+        """Registers (or replaces) a Google account that can sign in (a consumer account without
+        `hd`; a suspended one cannot); returns its `sub` (derived from the email when not given)."""
+        body = {"email": email, "hd": hd, "sub": sub, "email_verified": email_verified, "name": name,
+                "suspended": suspended}
         return self._post("user", {k: v for k, v in body.items() if v is not None})["sub"]
+
+    def delete_user(self, email: str) -> None:
+        """Deletes a Google account: its refresh and access tokens stop working."""
+        requests.delete(f"{self.url}/_standin/user", json={"email": email}, timeout=5).raise_for_status()
 
     def stats(self) -> dict:
         return requests.get(f"{self.url}/_standin/stats", timeout=5).json()
@@ -324,6 +330,7 @@ class Authz:
             f'grpc = "127.0.0.1:{self.grpc_port}"',
             f'http = "127.0.0.1:{self.http_port}"',
             f'admin = "127.0.0.1:{self.admin_port}"',
+            f'admin_token = {{ file = "{self.admin_token_path()}" }}',
             "[google]",
             f'client_ids = ["{CLIENT_ID}"]',
             f'issuer = "{s["issuer"]}"',
@@ -344,7 +351,14 @@ class Authz:
         # Further tables ([policies.*], [[routes]], [groups]) as TOML text.
         return "\n".join(lines) + "\n" + s.get("extra_config", "")
 
+    def admin_token_path(self) -> pathlib.Path:
+        """Every stack's admin API wants a token; `admin()` sends it from this file."""
+        return self.workdir / "admin-token"
+
     def start(self, wait_ready: bool = True) -> "Authz":
+        token = self.admin_token_path()
+        if not token.exists():
+            token.write_text(secrets.token_urlsafe(32) + "\n")
         path = self.workdir / "authz.toml"
         path.write_text(self.config_text())
         self.process = Process("authz", [str(TARGET / "authz"), "--config", str(path)], self.workdir)
@@ -364,10 +378,13 @@ class Authz:
         self.write_config(text)
         self.process.popen.send_signal(signal.SIGHUP)
 
-    def admin(self, *args: str, addr: str | None = None) -> subprocess.CompletedProcess:
-        """Runs `authz admin ...` against this authz's admin listener."""
+    def admin(self, *args: str, addr: str | None = None, token: bool = True) -> subprocess.CompletedProcess:
+        """Runs `authz admin ...` against this authz's admin listener, with its token unless
+        `token` is false."""
+        with_token = ["--token-file", str(self.admin_token_path())] if token else []
         return subprocess.run(
-            [str(TARGET / "authz"), "admin", "--addr", addr or f"127.0.0.1:{self.admin_port}", *args],
+            [str(TARGET / "authz"), "admin", "--addr", addr or f"127.0.0.1:{self.admin_port}",
+             *with_token, *args],
             capture_output=True, text=True, timeout=20,
         )
 

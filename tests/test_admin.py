@@ -150,6 +150,18 @@ def test_a_changed_file_is_reloaded_without_a_signal(stack, original_config):
     assert tools_list(stack, token) == 403
 
 
+def test_the_admin_api_refuses_a_caller_without_its_token(stack):
+    # Any process on the task's loopback can reach the port; only the token holder is served.
+    result = stack.authz.admin("invalidate-user", "ada@example.com", token=False)
+    assert result.returncode == 1
+    assert "listen.admin_token" in result.stderr, result.stderr
+    wrong = stack.authz.workdir / "wrong-token"
+    wrong.write_text("not-the-token\n")
+    result = stack.authz.admin("--token-file", str(wrong), "stats", token=False)
+    assert result.returncode == 1 and "refused" in result.stderr, result.stderr
+    assert stack.authz.admin("stats").returncode == 0
+
+
 def test_the_cli_exits_1_when_the_admin_api_is_unreachable(stack):
     result = stack.authz.admin("stats", addr=f"127.0.0.1:{free_port()}")
     assert result.returncode == 1

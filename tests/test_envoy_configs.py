@@ -71,3 +71,9 @@ def test_ecs_task_definition_wires_the_sidecar():
         assert container["readonlyRootFilesystem"] is True, container["name"]
         assert container["user"] not in ("0", "root", "0:0"), container["name"]
     assert {s["name"] for s in authz["secrets"]} >= {"AUTHZ_GOOGLE__CLIENT_IDS"}
+    # Every container of the task shares 127.0.0.1: the admin API wants its token, which the
+    # CLI (run through ECS Exec in the authz container) finds in AUTHZ_ADMIN_TOKEN.
+    secrets = {s["name"]: s["valueFrom"] for s in authz["secrets"]}
+    assert secrets["AUTHZ_LISTEN__ADMIN_TOKEN"] == secrets["AUTHZ_ADMIN_TOKEN"]
+    assert "AUTHZ_ADMIN_TOKEN" not in {s["name"] for c in containers.values() if c is not authz
+                                       for s in c.get("secrets") or []}

@@ -1,7 +1,7 @@
 //! The admin API (`authz.admin.v1.Admin`, defined in `proto/authz/admin/v1/admin.proto`):
 //! off-boarding a user at once, cache figures, and the loaded config's version. Served on
-//! `listen.admin`, which the config requires to be a loopback address; `cli` is its client
-//! (`authz admin ...`).
+//! `listen.admin`, which the config requires to be a loopback address, to callers that present
+//! `listen.admin_token` ([`authenticate`]); `cli` is its client (`authz admin ...`).
 //!
 //! The generated protobuf types stay in this module and `cli`; the service speaks to the rest
 //! through [`Authorizer`] and [`Reloader`].
@@ -10,9 +10,10 @@ pub mod cli;
 
 use std::sync::Arc;
 
+use subtle::ConstantTimeEq as _;
 use tonic::{Request, Response, Status};
 
-use crate::{authorizer::Authorizer, reload::Reloader};
+use crate::{authorizer::Authorizer, reload::Reloader, secrets::SecretValue};
 
 /// The code generated from the .proto at build time (see `build.rs`).
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
@@ -31,6 +32,39 @@ pub trait RefreshTokens: Send + Sync + std::fmt::Debug {
         &'a self,
         email: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + 'a>>;
+}
+
+/// Checks every admin call's `authorization: Bearer <token>` against `token` (constant time;
+/// the secret's current value, so it rotates without a restart). `None`: calls are not
+/// authenticated (the start-up log warns).
+pub fn authenticate(
+    token: Option<SecretValue>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let Some(token) = &token else {
+            return Ok(request);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let expected = token.current();
+        // A token file usually ends with a newline; it is not part of the token.
+        let expected = expected.expose().trim();
+        if !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(request)
+        } else {
+            tracing::warn!(
+                event = "admin_refused",
+                "admin call without the right token"
+            );
+            Err(Status::unauthenticated(
+                "the admin API needs the token of listen.admin_token (authz admin --token-file)",
+            ))
+        }
+    }
 }
 
 /// The `Admin` gRPC service. Cheap to clone.

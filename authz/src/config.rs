@@ -86,6 +86,10 @@ pub struct Listen {
     pub http: SocketAddr,
     /// The admin gRPC API (`authz.admin.v1.Admin`). Loopback only: it can flush caches.
     pub admin: SocketAddr,
+    /// The bearer token every admin call must carry (a secret reference). Loopback is not a
+    /// boundary where containers share a network namespace (an ECS task with awsvpc): without
+    /// it, any process there could off-board anyone, so authz warns at start.
+    pub admin_token: Option<crate::secrets::SecretRef>,
     /// How long in-flight checks may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -876,6 +880,7 @@ impl Default for Listen {
             grpc: SocketAddr::from(([127, 0, 0, 1], 9191)),
             http: SocketAddr::from(([127, 0, 0, 1], 9192)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9193)),
+            admin_token: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }

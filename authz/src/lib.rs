@@ -202,6 +202,16 @@ pub async fn run_reloadable(
     };
     background.spawn(google.clone().run(shutdown.child_token()));
     background.spawn(secrets.clone().run(shutdown.child_token()));
+    let admin_token = match &config.listen.admin_token {
+        Some(reference) => Some(secrets.resolve("listen.admin_token", reference).await?),
+        None => {
+            tracing::warn!(
+                "listen.admin_token is not set: any process that can reach listen.admin (in an \
+                 ECS task, every container) can off-board users; set it"
+            );
+            None
+        }
+    };
     let watches_file = source.path.is_some();
     let reloader = Arc::new(Reloader::new(
         source,
@@ -224,13 +234,16 @@ pub async fn run_reloadable(
 
     let scrape = metrics::router(metrics, authorizer.clone(), groups.clone());
     let admin = tonic::transport::Server::builder()
-        .add_service(admin::AdminServer::new(admin::AdminService::new(
-            authorizer.clone(),
-            reloader,
-            facade
-                .clone()
-                .map(|facade| facade as Arc<dyn admin::RefreshTokens>),
-        )))
+        .add_service(admin::AdminServer::with_interceptor(
+            admin::AdminService::new(
+                authorizer.clone(),
+                reloader,
+                facade
+                    .clone()
+                    .map(|facade| facade as Arc<dyn admin::RefreshTokens>),
+            ),
+            admin::authenticate(admin_token),
+        ))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.admin),
             shutdown.clone().cancelled_owned(),

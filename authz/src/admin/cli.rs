@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use tonic::{Request, metadata::MetadataValue, transport::Endpoint};
 
 use super::pb::{
     CacheStatsRequest, ConfigVersionRequest, InvalidateUserRequest, admin_client::AdminClient,
@@ -14,6 +14,10 @@ pub struct AdminArgs {
     /// The admin listener's address (listen.admin).
     #[arg(long, default_value = "127.0.0.1:9193")]
     pub addr: String,
+    /// A file holding the admin token (listen.admin_token); surrounding whitespace is ignored.
+    /// Without it, the token is read from the environment variable AUTHZ_ADMIN_TOKEN, if set.
+    #[arg(long, env = "AUTHZ_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -38,6 +42,8 @@ pub enum CliError {
     Unreachable { addr: String, cause: String },
     #[error("the admin API refused: {0}")]
     Refused(String),
+    #[error("reading the admin token from {path}: {cause}")]
+    Token { path: String, cause: String },
 }
 
 /// Runs one command and returns what to print.
@@ -54,7 +60,38 @@ pub async fn run(args: &AdminArgs) -> Result<String, CliError> {
         .connect()
         .await
         .map_err(|e| unreachable(source_chain(&e)))?;
-    let mut client = AdminClient::new(channel);
+    let (source, text) = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| CliError::Token {
+                path: path.display().to_string(),
+                cause: e.to_string(),
+            })?;
+            (path.display().to_string(), Some(text))
+        }
+        None => (
+            "AUTHZ_ADMIN_TOKEN".to_string(),
+            std::env::var("AUTHZ_ADMIN_TOKEN").ok(),
+        ),
+    };
+    let token = match text {
+        Some(text) => Some(
+            MetadataValue::try_from(format!("Bearer {}", text.trim())).map_err(|_| {
+                CliError::Token {
+                    path: source,
+                    cause: "not a valid header value".into(),
+                }
+            })?,
+        ),
+        None => None,
+    };
+    let mut client = AdminClient::with_interceptor(channel, move |mut request: Request<()>| {
+        if let Some(token) = &token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    });
     let refused = |status: tonic::Status| CliError::Refused(status.message().to_string());
     Ok(match &args.command {
         AdminCommand::InvalidateUser { email } => {

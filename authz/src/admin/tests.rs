@@ -78,6 +78,7 @@ async fn the_cli_says_when_the_admin_api_is_unreachable() {
         .port();
     let args = AdminArgs {
         addr: format!("127.0.0.1:{port}"),
+        token_file: None,
         command: AdminCommand::Stats,
     };
     let error = cli::run(&args).await.unwrap_err();
@@ -88,4 +89,58 @@ async fn the_cli_says_when_the_admin_api_is_unreachable() {
             .starts_with(&format!("cannot reach the admin API at 127.0.0.1:{port}")),
         "{error}"
     );
+}
+
+/// With listen.admin_token set, only a caller presenting it is served: no token and a wrong
+/// one are refused before the service runs; the CLI sends the token from its file.
+#[tokio::test]
+async fn the_admin_api_serves_only_callers_with_its_token() {
+    use crate::secrets::{SecretString, SecretValue};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token = SecretValue::fixed(
+        "listen.admin_token",
+        SecretString::new("s3cret-admin-token"),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AdminServer::with_interceptor(
+                service(),
+                authenticate(Some(token)),
+            ))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                stop.cancelled_owned(),
+            ),
+    );
+    let dir = std::env::temp_dir().join(format!("authz-admin-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |token_file: Option<std::path::PathBuf>| {
+        let args = AdminArgs {
+            addr: addr.to_string(),
+            token_file,
+            command: AdminCommand::InvalidateUser {
+                email: "ada@example.com".into(),
+            },
+        };
+        async move { cli::run(&args).await }
+    };
+    let refused = run(None).await.unwrap_err();
+    assert!(matches!(refused, CliError::Refused(_)), "{refused:?}");
+    assert!(
+        refused.to_string().contains("listen.admin_token"),
+        "{refused}"
+    );
+    let wrong = dir.join("wrong");
+    std::fs::write(&wrong, "s3cret-admin-tokem\n").unwrap();
+    assert!(matches!(run(Some(wrong)).await, Err(CliError::Refused(_))));
+    let right = dir.join("right");
+    std::fs::write(&right, "s3cret-admin-token\n").unwrap();
+    let done = run(Some(right)).await.unwrap();
+    assert!(done.starts_with("invalidated ada@example.com"), "{done}");
+    let missing = run(Some(dir.join("missing"))).await.unwrap_err();
+    assert!(matches!(missing, CliError::Token { .. }), "{missing:?}");
+    std::fs::remove_dir_all(dir).unwrap();
 }
