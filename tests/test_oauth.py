@@ -49,8 +49,10 @@ def signing_key_pem() -> str:
 class OAuthStack:
     """Stand-in + demo MCP server + N authz replicas (+ Redis when N > 1) + Envoy."""
 
-    def __init__(self, workdir, replicas: int = 1):
-        self.processes, self.authz, self.envoy, self.upstream = [], [], None, None
+    def __init__(self, workdir, replicas: int = 1, groups: bool = True, allow_ttl: str = "5m",
+                 membership_ttl: str = "1s"):
+        self.processes, self.authz, self.envoy, self.upstream, self.redis = [], [], None, None, None
+        self.workdir = workdir
         try:
             self.standin = StandIn(workdir)
             self.processes.append(self.standin.process)
@@ -58,19 +60,18 @@ class OAuthStack:
             self.origin = f"https://localhost:{port}"
             self.resource = f"{self.origin}/mcp"
             # Short membership TTLs, so that a group change is seen by the next refresh.
-            settings = demo_workspace(workdir, {"positive_ttl": "1s", "negative_ttl": "1s",
+            settings = demo_workspace(workdir, {"positive_ttl": membership_ttl, "negative_ttl": "1s",
                                                 "refresh_ahead": "0s"})(self.standin)
             store = '[store]\nbackend = "memory"\n'
             if replicas > 1:
-                redis_port = free_port()
-                redis = Process("redis", [shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
-                                          "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], workdir)
-                self.processes.append(redis)
+                redis_port = self.redis_port = free_port()
+                self.redis = self.start_redis()
                 store = f'[store]\nbackend = "redis"\nrevocation_poll = "200ms"\n[store.redis]\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
             oauth = oauth_config(self.standin, self.origin, signing_keys=f"'''{signing_key_pem()}'''",
                                  sealing_keys=f'"{SEALING_KEY}"', access_token_ttl=f'"{ACCESS_TTL}s"')
-            oauth += f'[policies.default]\ngroups = ["{PLATFORM}"]\n'
-            settings.update(issuer=self.standin.url, resource_url=self.resource,
+            if groups:
+                oauth += f'[policies.default]\ngroups = ["{PLATFORM}"]\n'
+            settings.update(issuer=self.standin.url, resource_url=self.resource, allow_ttl=allow_ttl,
                             extra_config=oauth + store + settings["extra_config"])
             self.upstream = McpUpstream(workdir)
             for index in range(replicas):
@@ -83,7 +84,13 @@ class OAuthStack:
             self.close()
             raise
 
+    def start_redis(self) -> Process:
+        return Process("redis", [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port),
+                                 "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], self.workdir)
+
     def close(self):
+        if self.redis:
+            self.redis.stop()
         if self.envoy:
             self.envoy.process.stop()
         for authz in self.authz:

@@ -40,6 +40,8 @@ pub struct CallbackQuery {
 struct GoogleTokens {
     id_token: Option<String>,
     refresh_token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
 }
 
 /// Why a sign-in went back to the client as an error.
@@ -220,16 +222,18 @@ impl Facade {
             .email()
             .map(str::to_owned)
             .ok_or_else(|| Failure::Denied("the Google account has no email address".into()))?;
-        let google = match tokens.refresh_token.as_deref() {
-            Some(refresh_token) => Some(GoogleLink::new(&self.sealer.get(), refresh_token)),
-            None => {
-                tracing::warn!(
-                    "Google returned no refresh token: this session must sign in again when \
-                     its first refresh is due for a check with Google"
-                );
-                None
-            }
-        };
+        if tokens.refresh_token.is_none() {
+            tracing::warn!(
+                "Google returned no refresh token: this session is checked with Google's access \
+                 token while it lives, then must sign in again"
+            );
+        }
+        let google = GoogleLink::new(
+            &self.sealer.get(),
+            tokens.refresh_token.as_deref(),
+            tokens.access_token.as_deref(),
+            tokens.expires_in,
+        );
         let user = User {
             sub: principal.sub().to_owned(),
             email,

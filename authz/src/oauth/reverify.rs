@@ -13,6 +13,10 @@
 //! - Google cannot be asked (timeout, 5xx, 429, our own client refused): a 503, and the
 //!   session stays as it was.
 //!
+//! Google returns a refresh token on every consent (`prompt=consent`). Should it return none,
+//! the sign-in's Google access token (also encrypted) stands in while it lives: userinfo
+//! refuses the token of a suspended or deleted account. After that the user signs in again.
+//!
 //! The Google refresh token never leaves this module in clear: it is encrypted before it is
 //! stored, decrypted only to be sent to Google's token endpoint, and never logged.
 
@@ -34,7 +38,14 @@ use crate::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GoogleLink {
     /// Google's refresh token, encrypted ([`Sealer::encrypt`]).
-    pub sealed_refresh_token: String,
+    #[serde(default)]
+    pub sealed_refresh_token: Option<String>,
+    /// Only without a refresh token: Google's access token, encrypted, and its expiry (unix
+    /// seconds).
+    #[serde(default)]
+    pub sealed_access_token: Option<String>,
+    #[serde(default)]
+    pub access_expires_at: u64,
     /// Unix seconds when Google last vouched for the account.
     pub verified_at: u64,
 }
@@ -54,12 +65,39 @@ struct GoogleError {
 }
 
 impl GoogleLink {
-    /// A link verified now, holding `refresh_token` encrypted.
-    pub fn new(sealer: &Sealer, refresh_token: &str) -> GoogleLink {
+    /// A link verified now from Google's token response at sign-in: the refresh token, or
+    /// without one the access token and its lifetime; `None` when Google gave neither.
+    pub fn new(
+        sealer: &Sealer,
+        refresh_token: Option<&str>,
+        access_token: Option<&str>,
+        expires_in: Option<u64>,
+    ) -> Option<GoogleLink> {
+        let now = unix_now();
+        let seal = |token: &str| sealer.encrypt(Purpose::GoogleRefreshToken, token.as_bytes());
+        match (refresh_token, access_token) {
+            (Some(refresh_token), _) => Some(GoogleLink {
+                sealed_refresh_token: Some(seal(refresh_token)),
+                sealed_access_token: None,
+                access_expires_at: 0,
+                verified_at: now,
+            }),
+            (None, Some(access_token)) => Some(GoogleLink {
+                sealed_refresh_token: None,
+                sealed_access_token: Some(seal(access_token)),
+                // Google's access tokens live an hour; assume less when it does not say.
+                access_expires_at: now + expires_in.unwrap_or(300),
+                verified_at: now,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// The same tie, verified now.
+    fn verified_now(&self) -> GoogleLink {
         GoogleLink {
-            sealed_refresh_token: sealer
-                .encrypt(Purpose::GoogleRefreshToken, refresh_token.as_bytes()),
             verified_at: unix_now(),
+            ..self.clone()
         }
     }
 }
@@ -75,27 +113,43 @@ impl Facade {
         })
     }
 
-    /// Asks Google about the account of `user` with the session's Google refresh token; returns
-    /// the account as Google describes it now, admitted by the default policy, and the renewed
-    /// link.
+    /// Asks Google about the account of `user` with the session's Google token; returns the
+    /// account as Google describes it now, admitted by the default policy, and the renewed link.
     pub(super) async fn reverify(
         &self,
         user: &User,
         link: Option<&GoogleLink>,
     ) -> Result<(User, GoogleLink), Failure> {
         let sign_in_again = |why: &str| Failure::Denied(format!("{why}; sign in again"));
-        let link = link.ok_or_else(|| {
-            sign_in_again("Google gave this session no refresh token to check the account with")
-        })?;
+        let no_token = "Google gave this session no token to check the account with";
+        let link = link.ok_or_else(|| sign_in_again(no_token))?;
         let sealer = self.sealer.get();
-        let refresh_token = sealer
-            .decrypt(Purpose::GoogleRefreshToken, &link.sealed_refresh_token)
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| {
-                sign_in_again("the session's Google token cannot be opened (keys rotated)")
-            })?;
-        let refreshed = self.refresh_at_google(&refresh_token).await?;
-        let principal = self.verify_refreshed(&refreshed).await?;
+        let open = |sealed: &str| {
+            sealer
+                .decrypt(Purpose::GoogleRefreshToken, sealed)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| {
+                    sign_in_again("the session's Google token cannot be opened (keys rotated)")
+                })
+        };
+        let (principal, link) = match (&link.sealed_refresh_token, &link.sealed_access_token) {
+            (Some(sealed), _) => {
+                let refreshed = self.refresh_at_google(&open(sealed)?).await?;
+                let principal = self.verify_refreshed(&refreshed).await?;
+                let rotated = refreshed.refresh_token.as_deref();
+                let link = GoogleLink::new(&sealer, rotated, None, None)
+                    .unwrap_or_else(|| link.verified_now());
+                (principal, link)
+            }
+            (None, Some(sealed)) if link.access_expires_at > unix_now() + 30 => {
+                let access_token = open(sealed)?;
+                let principal = self
+                    .verify_google(Credential::Opaque(&access_token))
+                    .await?;
+                (principal, link.verified_now())
+            }
+            (None, _) => return Err(sign_in_again(no_token)),
+        };
         if principal.sub() != user.sub {
             return Err(Failure::Denied(
                 "Google answered for another account; sign in again".into(),
@@ -106,13 +160,6 @@ impl Facade {
             .email()
             .map(str::to_owned)
             .ok_or_else(|| Failure::Denied("the Google account has no email address".into()))?;
-        let link = match &refreshed.refresh_token {
-            Some(rotated) => GoogleLink::new(&sealer, rotated),
-            None => GoogleLink {
-                sealed_refresh_token: link.sealed_refresh_token.clone(),
-                verified_at: unix_now(),
-            },
-        };
         let user = User {
             sub: principal.sub().to_owned(),
             email,
@@ -184,6 +231,11 @@ impl Facade {
                 ));
             }
         };
+        self.verify_google(credential).await
+    }
+
+    /// A Google token's account; a refused token means Google no longer vouches for it.
+    async fn verify_google(&self, credential: Credential<'_>) -> Result<Principal, Failure> {
         match self.google.verify(credential).await {
             Ok(principal) => Ok(principal),
             Err(VerifyError::Token(error)) => {
