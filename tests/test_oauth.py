@@ -17,7 +17,9 @@ import json
 import re
 import secrets
 import shutil
+import socket
 import ssl
+import threading
 import time
 import urllib.parse
 
@@ -468,15 +470,54 @@ def test_tampered_or_replayed_state_at_the_callback_is_refused(single):
                          allow_redirects=False))
 
 
+class CountingListener:
+    """A TCP listener on loopback that counts the connections made to it (and answers none)."""
+
+    def __init__(self):
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.socket.settimeout(0.2)
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join()
+        self.socket.close()
+
+
 @pytest.mark.parametrize("client_id", [
-    "https://127.0.0.1/client.json",
+    "https://127.0.0.1:{port}/client.json",
+    "https://localhost:{port}/client.json",
+    "https://[::ffff:127.0.0.1]:{port}/client.json",
+    "https://2130706433:{port}/client.json",
     "https://169.254.169.254/latest/meta-data/iam",
-    "https://localhost/client.json",
 ])
 def test_client_metadata_document_on_internal_addresses_is_not_fetched(single, client_id):
-    response = single.browser().get(single.authorize_url(client_id, secrets.token_urlsafe(48)),
-                                    allow_redirects=False)
-    no_code(response)
+    # Something listens where the loopback URLs point: it must never see a connection.
+    listener = CountingListener()
+    try:
+        url = single.authorize_url(client_id.format(port=listener.port), secrets.token_urlsafe(48))
+        response = single.browser().get(url, allow_redirects=False)
+        no_code(response)
+        assert response.status_code == 400, response.text
+        time.sleep(0.3)
+        assert listener.connections == 0, "authz connected to an internal address"
+    finally:
+        listener.close()
 
 
 @pytest.mark.parametrize("email,why", [(CONSUMER, "Workspace"), (BOB, "group")])
