@@ -181,11 +181,13 @@ class StandIn:
                                     "redirect_uris": list(redirect_uris)})
 
     def add_user(self, email: str, hd: str | None = None, sub: str | None = None,
-                 email_verified: bool = True, name: str | None = None, suspended: bool = False) -> str:
+                 email_verified: bool = True, name: str | None = None, suspended: bool = False,
+                 archived: bool = False, org_unit: str | None = None) -> str:
         """Registers (or replaces) a Google account that can sign in (a consumer account without
-        `hd`; a suspended one cannot); returns its `sub` (derived from the email when not given)."""
+        `hd`; a suspended one cannot), as the Directory API also reports it (`org_unit`, default
+        `/`); returns its `sub` (derived from the email when not given)."""
         body = {"email": email, "hd": hd, "sub": sub, "email_verified": email_verified, "name": name,
-                "suspended": suspended}
+                "suspended": suspended, "archived": archived, "org_unit": org_unit}
         return self._post("user", {k: v for k, v in body.items() if v is not None})["sub"]
 
     def delete_user(self, email: str) -> None:
@@ -204,14 +206,15 @@ def set_demo_groups(standin: "StandIn") -> None:
     standin.group(SRE, [GRACE])
 
 
-def demo_workspace(workdir: pathlib.Path, timings: dict | None = None):
+def demo_workspace(workdir: pathlib.Path, timings: dict | None = None, scopes=(DIRECTORY_SCOPE,)):
     """A `before_authz` hook for Stack: sets up the demo Workspace at the stand-in (directory,
-    a service account with domain-wide delegation, groups) and returns authz settings with the
-    [groups] section and the demo policies. `timings` overrides [groups] keys (TTLs, bounds)."""
+    a service account with domain-wide delegation of `scopes`, groups) and returns authz
+    settings with the [groups] section and the demo policies. `timings` overrides [groups] keys
+    (TTLs, bounds)."""
 
     def before_authz(standin: "StandIn") -> dict:
         standin.directory([DOMAIN], [ADMIN])
-        key = standin.service_account(SERVICE_ACCOUNT, delegated_scopes=[DIRECTORY_SCOPE])
+        key = standin.service_account(SERVICE_ACCOUNT, delegated_scopes=list(scopes))
         key_path = workdir / "service-account.json"
         key_path.write_text(json.dumps(key))
         set_demo_groups(standin)

@@ -329,6 +329,11 @@ impl Config {
                 }
             })?;
         config.validate()?;
+        let mut config = config;
+        let reads_accounts = config.policies.values().any(|p| !p.org_units.is_empty());
+        if let Some(groups) = &mut config.groups {
+            groups.read_accounts = reads_accounts;
+        }
         Ok(config)
     }
 
@@ -437,6 +442,24 @@ impl Config {
                 return fail(
                     format!("policies.{name}.groups"),
                     "group membership needs a [groups] section (which Google API, which credentials)".into(),
+                );
+            }
+            if let Some(bad) = policy.org_units.iter().find(|unit| !unit.starts_with('/')) {
+                return fail(
+                    format!("policies.{name}.org_units"),
+                    format!("{bad:?} is not an organizational unit path (they start with /)"),
+                );
+            }
+            let directory = self
+                .groups
+                .as_ref()
+                .is_some_and(|groups| groups.api == crate::groups::Api::Directory);
+            if !policy.org_units.is_empty() && !directory {
+                return fail(
+                    format!("policies.{name}.org_units"),
+                    "organizational units come from the Directory API: they need a [groups] \
+                     section with api = \"directory\""
+                        .into(),
                 );
             }
         }

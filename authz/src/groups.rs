@@ -80,6 +80,10 @@ pub struct GroupsConfig {
     /// ext_authz timeout so a slow Google is our 503, not Envoy's. Default 2s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Set from the policies, not the file: some policy names `org_units`, so our token also
+    /// needs the Directory's user-reading scope.
+    #[serde(skip)]
+    pub read_accounts: bool,
     /// First pause after a quota error; doubles on each further one. Default 1s.
     #[serde(default = "default_backoff_initial", with = "humantime_serde")]
     pub backoff_initial: Duration,
@@ -241,6 +245,7 @@ impl Groups {
         config.validate().map_err(anyhow::Error::msg)?;
         let http = crate::google::http::client(config.request_timeout)?;
         let scope = match config.api {
+            Api::Directory if config.read_accounts => directory::SCOPES_WITH_USERS,
             Api::Directory => directory::SCOPE,
             Api::CloudIdentity => cloud_identity::SCOPE,
         };
@@ -338,6 +343,17 @@ impl Groups {
 
 impl Lookup for Backend {
     async fn lookup(&self, email: &str, group: &str) -> Result<bool, GroupsError> {
+        // An organizational-unit requirement travels as a pseudo-group, so it is cached,
+        // refreshed, served stale and backed off exactly like a membership.
+        if let Some(unit) = group.strip_prefix(crate::policy::ORG_UNIT_PREFIX) {
+            return match self {
+                Backend::Directory(directory) => directory.active_in_org_unit(email, unit).await,
+                Backend::CloudIdentity(_) => Err(GroupsError::Unavailable {
+                    api: Api::CloudIdentity,
+                    problem: "organizational units need the Directory API".into(),
+                }),
+            };
+        }
         match self {
             Backend::Directory(directory) => directory.is_member(email, group).await,
             Backend::CloudIdentity(cloud_identity) => cloud_identity.is_member(email, group).await,

@@ -5,7 +5,9 @@
 //!
 //! A request passes policy P when, in order:
 //! 1. the account's email is verified and its `hd` is one of P's domains (never the email suffix);
-//! 2. the email is not in P's `deny_users`;
+//! 2. the email is not in P's `deny_users`, and, when P lists `org_units`, the account is
+//!    active in one of them (asked of the membership lookup as the pseudo-group
+//!    `orgunit:<path>`, see [`ORG_UNIT_PREFIX`]);
 //! 3. P admits it: P lists no groups and no users, or the email is in `allow_users`, or the
 //!    groups are satisfied (`any` or `all`);
 //! 4. the first of P's rules that matches the MCP method and tool (if any) admits it too, or
@@ -35,6 +37,9 @@ pub struct Policy {
     domains: Vec<String>,
     /// Lower-cased emails.
     deny_users: HashSet<String>,
+    /// `org_units` as lookup keys ([`ORG_UNIT_PREFIX`] and the path): the account must be
+    /// active in one of them.
+    org_units: Vec<Arc<str>>,
     admission: Admission,
     rules: Vec<Rule>,
 }
@@ -139,6 +144,8 @@ pub enum Forbidden {
     UserDenied,
     #[error("the account is not in a group the policy requires")]
     NotInGroups,
+    #[error("the account is not active in an organizational unit the policy requires")]
+    NotInOrgUnit,
     #[error("the policy refuses this MCP method or tool")]
     RuleDenied,
     #[error("the policy needs the request's MCP method and tool, which were not available")]
@@ -155,12 +162,17 @@ impl Forbidden {
             Forbidden::DomainNotAllowed => "domain_not_allowed",
             Forbidden::UserDenied => "user_denied",
             Forbidden::NotInGroups => "not_in_groups",
+            Forbidden::NotInOrgUnit => "not_in_org_unit",
             Forbidden::RuleDenied => "rule_denied",
             Forbidden::McpMetadataMissing => "mcp_metadata_missing",
             Forbidden::UnknownPolicy => "unknown_policy",
         }
     }
 }
+
+/// How an organizational-unit requirement is asked of the membership lookup: a pseudo-group
+/// `orgunit:<path>` ("is the account active in this unit or below"), cached like a group.
+pub const ORG_UNIT_PREFIX: &str = "orgunit:";
 
 /// The rule name when the policy's own requirement decided; one allocation, shared.
 static POLICY_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("policy"));
@@ -188,6 +200,26 @@ pub fn decide(
     let email = principal.email().map(str::to_lowercase).unwrap_or_default();
     if policy.deny_users.contains(&email) {
         return refuse(&policy_rule, Forbidden::UserDenied, None);
+    }
+    if !policy.org_units.is_empty() {
+        let mut unknown = None;
+        let mut active = false;
+        for unit in &policy.org_units {
+            match known.get(unit) {
+                Some(true) => {
+                    active = true;
+                    break;
+                }
+                Some(false) => {}
+                None => unknown = unknown.or(Some(unit)),
+            }
+        }
+        if !active {
+            return match unknown {
+                Some(unit) => Step::NeedGroup(unit.clone()),
+                None => refuse(&policy_rule, Forbidden::NotInOrgUnit, None),
+            };
+        }
     }
     let base_group = match policy.admission.evaluate(&email, known) {
         Evaluation::Admitted(group) => group,
@@ -241,6 +273,7 @@ impl Policy {
             name: Arc::from(name),
             domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
             deny_users: HashSet::new(),
+            org_units: Vec::new(),
             admission: Admission::default(),
             rules: Vec::new(),
         }
@@ -254,6 +287,11 @@ impl Policy {
         let mut policy =
             Policy::domain_only(name, config.domains.as_deref().unwrap_or(default_domains));
         policy.deny_users = lower_set(&config.deny_users);
+        policy.org_units = config
+            .org_units
+            .iter()
+            .map(|unit| Arc::from(format!("{ORG_UNIT_PREFIX}{}", unit.to_lowercase())))
+            .collect();
         policy.admission = Admission::new(&config.groups, config.require, &config.allow_users);
         policy.rules = config
             .rules

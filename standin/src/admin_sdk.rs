@@ -1,8 +1,8 @@
-//! The Admin SDK Directory API's membership methods (Google's `https://admin.googleapis.com`):
-//! `members.hasMember` and `members.get`.
+//! The Admin SDK Directory API (Google's `https://admin.googleapis.com`): the membership methods
+//! `members.hasMember` and `members.get`, and `users.get`.
 //!
-//! Both need a token for a Workspace admin, obtained by a service account through domain-wide
-//! delegation (`sub`), with a group-reading scope.
+//! All need a token for a Workspace admin, obtained by a service account through domain-wide
+//! delegation (`sub`), with a group-reading scope (members) or a user-reading scope (users).
 
 use std::sync::Arc;
 
@@ -31,8 +31,19 @@ const SCOPES: [&str; 4] = [
     "https://www.googleapis.com/auth/admin.directory.group",
 ];
 
-/// `None` lets the request through: only an admin's delegated token with a directory scope.
+/// The scopes that let a caller read user accounts.
+const USER_SCOPES: [&str; 2] = [
+    "https://www.googleapis.com/auth/admin.directory.user.readonly",
+    "https://www.googleapis.com/auth/admin.directory.user",
+];
+
+/// `None` lets the request through: only an admin's delegated token with a group scope.
 fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    refusal_for(shared, headers, &SCOPES)
+}
+
+/// `None` lets the request through: only an admin's delegated token with one of `scopes`.
+fn refusal_for(shared: &Shared, headers: &HeaderMap, scopes: &[&str]) -> Option<Response> {
     let Some(token) = shared.api_tokens.bearer(headers, now()) else {
         return Some(unauthenticated(Family::Admin));
     };
@@ -46,7 +57,7 @@ fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
             "forbidden",
         ));
     }
-    if !token.has_any_scope(&SCOPES) {
+    if !token.has_any_scope(scopes) {
         return Some(insufficient_scopes(Family::Admin));
     }
     None
@@ -129,4 +140,47 @@ pub(crate) async fn get_member(
             json_response(StatusCode::OK, &body)
         }
     }
+}
+
+/// `GET /admin/directory/v1/users/{userKey}` → the user resource of an account of the tenant
+/// (by primary email): `primaryEmail`, `suspended`, `archived`, `orgUnitPath`. An account the
+/// tenant does not have (a consumer account, a deleted one, another domain's) is a 404, as at
+/// Google.
+pub(crate) async fn get_user(
+    State(shared): State<Arc<Shared>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(faulted) = gate(&shared, Counter::DirectoryUsersGet).await {
+        return faulted;
+    }
+    if let Some(refused) = refusal_for(&shared, &headers, &USER_SCOPES) {
+        return refused;
+    }
+    let found = shared.users.get(&user).filter(|account| {
+        account
+            .hd
+            .as_deref()
+            .is_some_and(|hd| shared.directory.owns(&format!("x@{hd}")))
+    });
+    let Some(account) = found else {
+        return api_error(
+            Family::Admin,
+            StatusCode::NOT_FOUND,
+            "Resource Not Found: userKey",
+            "notFound",
+        );
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "admin#directory#user",
+            "id": account.sub,
+            "primaryEmail": account.email,
+            "suspended": account.suspended,
+            "archived": account.archived,
+            "orgUnitPath": account.org_unit,
+            "isAdmin": shared.directory.is_admin(&account.email),
+        }),
+    )
 }

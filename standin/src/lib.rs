@@ -16,6 +16,7 @@
 //! | `POST /token` | oauth2.googleapis.com | `token` | OAuth token endpoint (JWT-bearer, authorization-code and refresh-token grants) |
 //! | `GET /admin/directory/v1/groups/{g}/hasMember/{m}` | admin.googleapis.com | `directory` | `members.hasMember` |
 //! | `GET /admin/directory/v1/groups/{g}/members/{m}` | admin.googleapis.com | `directory` | `members.get` |
+//! | `GET /admin/directory/v1/users/{u}` | admin.googleapis.com | `directory` | `users.get` (`suspended`, `archived`, `orgUnitPath`) |
 //! | `GET /v1/groups:lookup` | cloudidentity.googleapis.com | `cloudidentity` | group name by email |
 //! | `GET /v1/groups/{id}/memberships:checkTransitiveMembership` | cloudidentity.googleapis.com | `cloudidentity` | transitive check |
 //! | `POST /v1/projects/-/serviceAccounts/{sa}:signJwt` | iamcredentials.googleapis.com | `iamcredentials` | sign a JWT as `sa` |

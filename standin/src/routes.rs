@@ -65,6 +65,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/admin/directory/v1/groups/{group}/members/{member}",
             get(admin_sdk::get_member),
         )
+        .route("/admin/directory/v1/users/{user}", get(admin_sdk::get_user))
         .route("/v1/groups:lookup", get(cloud_identity::lookup))
         .route(
             "/v1/groups/{id}/memberships:checkTransitiveMembership",

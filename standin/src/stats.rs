@@ -69,9 +69,10 @@ pub(crate) enum Counter {
     Sts,
     Authorize,
     AuthorizeSignIn,
+    DirectoryUsersGet,
 }
 
-const COUNTERS: usize = 15;
+const COUNTERS: usize = 16;
 
 impl Counter {
     /// The endpoint whose fault the method plays.
@@ -82,7 +83,9 @@ impl Counter {
             Counter::Tokeninfo => Endpoint::Tokeninfo,
             Counter::Userinfo => Endpoint::Userinfo,
             Counter::Token | Counter::TokenAuthorizationCode => Endpoint::Token,
-            Counter::DirectoryHasMember | Counter::DirectoryMembersGet => Endpoint::Directory,
+            Counter::DirectoryHasMember
+            | Counter::DirectoryMembersGet
+            | Counter::DirectoryUsersGet => Endpoint::Directory,
             Counter::CloudidentityLookup | Counter::CloudidentityCheck => Endpoint::Cloudidentity,
             Counter::IamcredentialsSignJwt | Counter::IamcredentialsGenerateAccessToken => {
                 Endpoint::Iamcredentials
@@ -135,6 +138,9 @@ pub struct Stats {
     /// `POST /o/oauth2/v2/auth`: accounts chosen on the sign-in page.
     #[serde(default)]
     pub authorize_sign_in: u64,
+    /// Directory `users.get`.
+    #[serde(default)]
+    pub directory_users_get: u64,
 }
 
 #[derive(Default)]
@@ -172,6 +178,7 @@ impl Counters {
             sts: get(Counter::Sts),
             authorize: get(Counter::Authorize),
             authorize_sign_in: get(Counter::AuthorizeSignIn),
+            directory_users_get: get(Counter::DirectoryUsersGet),
         }
     }
 }

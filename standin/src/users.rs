@@ -33,6 +33,13 @@ pub struct UserSpec {
     /// and its access tokens stop working, as at Google. Default `false`.
     #[serde(default)]
     pub suspended: bool,
+    /// Archived (a former employee's account kept for its data): the Directory API says so.
+    /// Default `false`.
+    #[serde(default)]
+    pub archived: bool,
+    /// The organizational unit, as the Directory API's `orgUnitPath`. Default `/`.
+    #[serde(default)]
+    pub org_unit: Option<String>,
 }
 
 fn yes() -> bool {
@@ -49,6 +56,8 @@ impl UserSpec {
             email_verified: true,
             name: None,
             suspended: false,
+            archived: false,
+            org_unit: None,
         }
     }
 }
@@ -63,6 +72,8 @@ pub(crate) struct User {
     pub(crate) email_verified: bool,
     pub(crate) name: Option<String>,
     pub(crate) suspended: bool,
+    pub(crate) archived: bool,
+    pub(crate) org_unit: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +117,8 @@ impl Users {
             email_verified: spec.email_verified,
             name: spec.name,
             suspended: spec.suspended,
+            archived: spec.archived,
+            org_unit: spec.org_unit.unwrap_or_else(|| "/".to_owned()),
         });
         let mut accounts = self.lock();
         if user.suspended {

@@ -26,6 +26,12 @@ pub struct PolicyConfig {
     /// Users refused whatever their groups.
     #[serde(default, deserialize_with = "string_list")]
     pub deny_users: Vec<String>,
+    /// Organizational units (`orgUnitPath`, e.g. `/Engineering`; sub-units included; `/` is
+    /// the whole tenant): when set, only an account the Directory API reports active (not
+    /// suspended, not archived) in one of them is admitted. Needs `[groups]` with
+    /// `api = "directory"`.
+    #[serde(default, deserialize_with = "string_list")]
+    pub org_units: Vec<String>,
     /// Extra requirements for particular MCP methods and tools; the first that matches applies,
     /// on top of the policy's own requirement.
     #[serde(default)]

@@ -312,6 +312,34 @@ fn policy_references_are_checked_at_start_up() {
         r#"config: policies.team.groups: "not an email" is not an email address"#
     );
     assert_eq!(
+        with("[policies.team]\norg_units = [\"Engineering\"]\n"),
+        r#"config: policies.team.org_units: "Engineering" is not an organizational unit path (they start with /)"#
+    );
+    assert!(
+        with("[policies.team]\norg_units = [\"/Engineering\"]\n").starts_with(
+            "config: policies.team.org_units: organizational units come from the Directory API"
+        )
+    );
+    let cloud_identity = "[groups]\napi = \"cloud-identity\"\n[groups.credentials]\nkind = \"service-account-key\"\njson = \"{}\"\n";
+    assert!(
+        with(&format!(
+            "{cloud_identity}[policies.team]\norg_units = [\"/Engineering\"]\n"
+        ))
+        .contains("api = \"directory\"")
+    );
+    // A policy with units makes the Directory token ask for the user-reading scope too.
+    let directory = "[groups]\n[groups.credentials]\nkind = \"service-account-key\"\njson = \"{}\"\nsubject = \"admin@example.com\"\n";
+    let load = |extra: &str| {
+        Config::load(Some(&format!("{MINIMAL}{directory}{extra}")), env(&[])).unwrap()
+    };
+    assert!(!load("").groups.unwrap().read_accounts);
+    assert!(
+        load("[policies.team]\norg_units = [\"/\"]\n")
+            .groups
+            .unwrap()
+            .read_accounts
+    );
+    assert_eq!(
         with("[policies.team]\nrequire = \"most\"\n")
             .split(':')
             .nth(1)

@@ -1,5 +1,6 @@
 //! Admin SDK Directory API: `members.hasMember` (nested membership within the domain), and
-//! `members.get` for members from outside the domain, where `hasMember` answers 400.
+//! `members.get` for members from outside the domain, where `hasMember` answers 400; `users.get`
+//! for a policy's organizational units (and whether the account is active).
 
 use std::sync::Arc;
 
@@ -15,6 +16,10 @@ use crate::{
 
 pub(crate) const SCOPE: &str =
     "https://www.googleapis.com/auth/admin.directory.group.member.readonly";
+/// [`SCOPE`] and reading user accounts, for policies with `org_units` (space-separated, as the
+/// token request wants them). The delegation must grant both.
+pub(crate) const SCOPES_WITH_USERS: &str = "https://www.googleapis.com/auth/admin.directory.group.member.readonly \
+     https://www.googleapis.com/auth/admin.directory.user.readonly";
 
 #[derive(Debug)]
 pub(crate) struct Directory {
@@ -33,6 +38,18 @@ struct HasMember {
 #[derive(Deserialize)]
 struct Member {
     status: Option<String>,
+}
+
+/// The fields of a `users.get` answer that decide.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    #[serde(default)]
+    suspended: bool,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    org_unit_path: Option<String>,
 }
 
 impl Directory {
@@ -68,6 +85,36 @@ impl Directory {
                 );
                 Ok(false)
             }
+            _ => Err(self.fail(response).await),
+        }
+    }
+
+    /// `users.get`: whether the account exists in the tenant, is neither suspended nor
+    /// archived, and sits in `unit` or below it (case-insensitive, by whole path segments).
+    pub(crate) async fn active_in_org_unit(
+        &self,
+        email: &str,
+        unit: &str,
+    ) -> Result<bool, GroupsError> {
+        let token = self.auth.token().await.map_err(GroupsError::Credentials)?;
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty()
+                .extend(["admin", "directory", "v1", "users", email]);
+        }
+        let send = self.http.get(url).bearer_auth(token.expose()).send();
+        let response = (self.metrics)
+            .google_http(GoogleEndpoint::Directory, send)
+            .await
+            .map_err(|e| unreachable(Api::Directory, &e))?;
+        match response.status() {
+            StatusCode::OK => {
+                let user: User = read_json(Api::Directory, response).await?;
+                let path = user.org_unit_path.unwrap_or_else(|| "/".into());
+                Ok(!user.suspended && !user.archived && within(&path, unit))
+            }
+            // Not an account of the tenant (deleted, consumer, another domain's).
+            StatusCode::NOT_FOUND => Ok(false),
             _ => Err(self.fail(response).await),
         }
     }
@@ -117,5 +164,34 @@ impl Directory {
             self.auth.forget_token();
         }
         error
+    }
+}
+
+/// Whether `path` is the organizational unit `unit` or one of its sub-units.
+fn within(path: &str, unit: &str) -> bool {
+    let (path, unit) = (
+        path.to_lowercase(),
+        unit.trim_end_matches('/').to_lowercase(),
+    );
+    unit.is_empty()
+        || path == unit
+        || path
+            .strip_prefix(&unit)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn sub_units_are_within_by_whole_segments() {
+        assert!(within("/Engineering", "/engineering"));
+        assert!(within("/Engineering/SRE", "/Engineering"));
+        assert!(within("/Sales", "/"));
+        assert!(within("/", "/"));
+        assert!(!within("/Engineering-Contractors", "/Engineering"));
+        assert!(!within("/", "/Engineering"));
+        assert!(!within("/Sales", "/Engineering"));
     }
 }

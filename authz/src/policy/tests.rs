@@ -406,3 +406,38 @@ proptest::proptest! {
         }
     }
 }
+
+/// Organizational units: the account must be active in one of them (asked one at a time, in
+/// order, stopping at the first yes), before and besides the groups; an allow list does not
+/// get around them.
+#[test]
+fn org_units_admit_active_accounts_of_any_listed_unit() {
+    let p = policy(PolicyConfig {
+        org_units: strings(&["/Engineering", "/Sales"]),
+        groups: strings(&["team@example.com"]),
+        allow_users: strings(&["vip@example.com"]),
+        ..Default::default()
+    });
+    let (eng, sales) = ("orgunit:/engineering", "orgunit:/sales");
+    let (outcome, asked) = run(&p, &user("a@example.com"), GET, &[eng, "team@example.com"]);
+    assert_eq!(reason(&outcome), "allowed");
+    assert_eq!(asked, [eng, "team@example.com"]);
+    let (outcome, asked) = run(
+        &p,
+        &user("a@example.com"),
+        GET,
+        &[sales, "team@example.com"],
+    );
+    assert_eq!(reason(&outcome), "allowed");
+    assert_eq!(asked, [eng, sales, "team@example.com"]);
+    // In a unit but not in the group; in the group but in no unit (or suspended, archived).
+    let (outcome, _) = run(&p, &user("a@example.com"), GET, &[eng]);
+    assert_eq!(reason(&outcome), "not_in_groups");
+    let (outcome, asked) = run(&p, &user("a@example.com"), GET, &["team@example.com"]);
+    assert_eq!(reason(&outcome), "not_in_org_unit");
+    assert_eq!(asked, [eng, sales]);
+    let (outcome, _) = run(&p, &user("vip@example.com"), GET, &[]);
+    assert_eq!(reason(&outcome), "not_in_org_unit");
+    let (outcome, _) = run(&p, &user("vip@example.com"), GET, &[sales]);
+    assert_eq!(reason(&outcome), "allowed");
+}

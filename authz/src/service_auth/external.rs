@@ -146,7 +146,7 @@ impl ExternalAccount {
             .post(self.iam_url("generateAccessToken"))
             .bearer_auth(federated.expose())
             .json(&serde_json::json!({
-                "scope": [scope],
+                "scope": scope.split_whitespace().collect::<Vec<_>>(),
                 "lifetime": format!("{}s", SA_TOKEN_LIFETIME.as_secs()),
             }))
             .send()
