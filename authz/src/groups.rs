@@ -431,31 +431,7 @@ pub(crate) async fn classify(api: Api, response: reqwest::Response) -> GroupsErr
     }
 }
 
-/// Google's error body: `{"error":{"errors":[{"reason":"userRateLimitExceeded"}],
-/// "details":[{"reason":"RATE_LIMIT_EXCEEDED"}],"status":"RESOURCE_EXHAUSTED"}}`.
-pub(crate) fn is_quota_body(body: &str) -> bool {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
-        return false;
-    };
-    let error = &value["error"];
-    let reasons = ["errors", "details"]
-        .iter()
-        .filter_map(|list| error[list].as_array())
-        .flatten()
-        .filter_map(|item| item["reason"].as_str())
-        .chain(error["status"].as_str());
-    reasons.into_iter().any(|reason| {
-        let reason = reason.to_ascii_lowercase().replace('_', "");
-        matches!(
-            reason.as_str(),
-            "ratelimitexceeded"
-                | "userratelimitexceeded"
-                | "quotaexceeded"
-                | "dailylimitexceeded"
-                | "resourceexhausted"
-        )
-    })
-}
+pub(crate) use crate::metrics::is_quota_body;
 
 /// The request failed before an answer: an outage.
 pub(crate) fn unreachable(api: Api, error: &reqwest::Error) -> GroupsError {

@@ -355,7 +355,23 @@ impl Metrics {
         send: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
     ) -> Result<reqwest::Response, reqwest::Error> {
         let started = Instant::now();
-        let result = send.await;
+        let result = match send.await {
+            // Google's APIs answer some quota errors with 403 (`rateLimitExceeded`): only the
+            // body tells them from a refusal, so it is read here and handed on unchanged.
+            Ok(response) if response.status() == reqwest::StatusCode::FORBIDDEN => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = response.bytes().await?;
+                let quota = is_quota_body(&String::from_utf8_lossy(&body));
+                let mut rebuilt = axum::http::Response::new(body);
+                *rebuilt.status_mut() = status;
+                *rebuilt.headers_mut() = headers;
+                let outcome = if quota { Outcome::Quota } else { Outcome::Rejected };
+                self.google(endpoint, outcome, started.elapsed());
+                return Ok(reqwest::Response::from(rebuilt));
+            }
+            result => result,
+        };
         let outcome = match &result {
             Ok(response) => Outcome::of_status(response.status()),
             Err(error) if error.is_timeout() => Outcome::Timeout,
@@ -501,6 +517,32 @@ impl SecretOutcome {
             SecretOutcome::Unusable => "unusable",
         }
     }
+}
+
+/// Google's error body: `{"error":{"errors":[{"reason":"userRateLimitExceeded"}],
+/// "details":[{"reason":"RATE_LIMIT_EXCEEDED"}],"status":"RESOURCE_EXHAUSTED"}}`.
+pub fn is_quota_body(body: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let error = &value["error"];
+    let reasons = ["errors", "details"]
+        .iter()
+        .filter_map(|list| error[list].as_array())
+        .flatten()
+        .filter_map(|item| item["reason"].as_str())
+        .chain(error["status"].as_str());
+    reasons.into_iter().any(|reason| {
+        let reason = reason.to_ascii_lowercase().replace('_', "");
+        matches!(
+            reason.as_str(),
+            "ratelimitexceeded"
+                | "userratelimitexceeded"
+                | "quotaexceeded"
+                | "dailylimitexceeded"
+                | "resourceexhausted"
+        )
+    })
 }
 
 /// `GET /metrics`. Cache sizes are read at scrape time; everything else is counted as it

@@ -198,3 +198,54 @@ fn http_statuses_map_to_outcomes() {
         assert_eq!(Outcome::of_status(status), expected, "{status}");
     }
 }
+
+/// Google's 403 `userRateLimitExceeded` is a quota error, not a refusal: counted as `quota`,
+/// and the caller still reads the whole answer.
+#[tokio::test]
+async fn a_directory_rate_limit_answered_with_403_counts_as_quota() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let standin = standin::StandIn::start(listener, standin::Options::default())
+        .await
+        .unwrap();
+    standin
+        .set_fault(&standin::FaultSpec {
+            mode: standin::FaultMode::Quota,
+            status: None,
+            endpoints: Some(vec![standin::Endpoint::Directory]),
+        })
+        .unwrap();
+    let metrics = Metrics::new();
+    let url = format!(
+        "{}/admin/directory/v1/groups/g@example.com/hasMember/a@example.com",
+        standin.issuer()
+    );
+    let http = reqwest::Client::new();
+    let response = metrics
+        .google_http(GoogleEndpoint::Directory, http.get(&url).send())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
+    assert!(is_quota_body(&response.text().await.unwrap()));
+    // A 403 that is a refusal stays `rejected`.
+    standin
+        .set_fault(&standin::FaultSpec {
+            mode: standin::FaultMode::Error,
+            status: Some(403),
+            endpoints: Some(vec![standin::Endpoint::Directory]),
+        })
+        .unwrap();
+    let refused = metrics
+        .google_http(GoogleEndpoint::Directory, http.get(&url).send())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    let text = metrics.encode();
+    let count = |outcome: &str| {
+        sample(
+            &text,
+            &format!("authz_google_requests_total{{endpoint=\"directory\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(count("quota"), Some(1.0), "{text}");
+    assert_eq!(count("rejected"), Some(1.0), "{text}");
+}
