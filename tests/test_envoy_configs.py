@@ -2,12 +2,19 @@
 
 envoy/compose.yaml (the compose stack) must also stay envoy/local.yaml with the compose names
 filled in, so that what the end-to-end tests prove about local.yaml holds for compose too.
+Every HttpConnectionManager of every config in envoy/ carries the path and header hardening
+(tests/test_hostile_envoy.py shows what it does).
 """
 
 import json
 import re
 import string
 import subprocess
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from stack import ROOT, envoy_binary, self_signed_cert
 
@@ -17,6 +24,72 @@ COMPOSE_VALUES = {
     "AUTHZ_HOST": "authz", "AUTHZ_GRPC_PORT": 9191, "AUTHZ_HTTP_PORT": 9192,
     "UPSTREAM_HOST": "mcp", "UPSTREAM_PORT": 8000,
 }
+
+# envoy/bench/*.yaml: `${NAME}` placeholders, filled in by the benchmark with plain string
+# replacement (JWKS is the JWKS document as a double-quoted JSON string).
+BENCH_VALUES = {
+    "ADMIN_PORT": 9901, "LISTEN_PORT": 10000, "AUTHZ_GRPC_PORT": 9191,
+    "ISSUER": "http://127.0.0.1:8080", "AUDIENCE": "test-client.apps.googleusercontent.com",
+}
+
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def bench_values() -> dict:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": "k1", "alg": "RS256", "use": "sig"}
+    return {**BENCH_VALUES, "JWKS": json.dumps(json.dumps({"keys": [jwk]}))}
+
+
+def fill(text: str, values: dict) -> str:
+    """The bench's rendering: replaces every `${NAME}`, fails on a name it has no value for."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: str(values[m.group(1)]), text)
+
+
+def envoy_configs() -> dict:
+    """Every Envoy config under envoy/, as Envoy would get it: name -> YAML text."""
+    configs = {}
+    for path in sorted((ROOT / "envoy").rglob("*.yaml")):
+        name = str(path.relative_to(ROOT / "envoy"))
+        text = path.read_text()
+        if name == "local.yaml":
+            text = string.Template(text).substitute(COMPOSE_VALUES)
+        elif name.startswith("bench/"):
+            text = fill(text, {**BENCH_VALUES, "JWKS": '"{}"'})
+        configs[name] = text
+    return configs
+
+
+def connection_managers(node):
+    """Every HttpConnectionManager config in a parsed Envoy config, wherever it sits."""
+    if isinstance(node, dict):
+        if node.get("@type") == HCM_TYPE:
+            yield node
+        for value in node.values():
+            yield from connection_managers(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from connection_managers(value)
+
+
+# authz picks its policy by the path Envoy hands it, so that must be the path the upstream reads;
+# and an upstream folding `_` into `-` must never see a client's `x_auth_request_email`.
+HARDENING = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+    "headers_with_underscores_action": "REJECT_REQUEST",
+}
+
+
+def hardening_of(hcm: dict) -> dict:
+    return {
+        "normalize_path": hcm.get("normalize_path"),
+        "merge_slashes": hcm.get("merge_slashes"),
+        "path_with_escaped_slashes_action": hcm.get("path_with_escaped_slashes_action"),
+        "headers_with_underscores_action":
+            (hcm.get("common_http_protocol_options") or {}).get("headers_with_underscores_action"),
+    }
 
 
 def validate(config_text: str, workdir) -> subprocess.CompletedProcess:
@@ -77,3 +150,22 @@ def test_ecs_task_definition_wires_the_sidecar():
     assert secrets["AUTHZ_LISTEN__ADMIN_TOKEN"] == secrets["AUTHZ_ADMIN_TOKEN"]
     assert "AUTHZ_ADMIN_TOKEN" not in {s["name"] for c in containers.values() if c is not authz
                                        for s in c.get("secrets") or []}
+
+
+def test_every_connection_manager_is_hardened():
+    configs = envoy_configs()
+    # The shipped configs; any other YAML added under envoy/ is checked too.
+    assert {"local.yaml", "compose.yaml", "mesh-snippet.yaml", "bench/ext_authz.yaml",
+            "bench/jwt_authn.yaml", "bench/noauth.yaml"} <= set(configs)
+    for name, text in configs.items():
+        managers = list(connection_managers(yaml.safe_load(text)))
+        assert managers, f"{name}: no HttpConnectionManager found"
+        for hcm in managers:
+            assert hardening_of(hcm) == HARDENING, f"{name}: HttpConnectionManager {hcm.get('stat_prefix')}"
+
+
+@pytest.mark.parametrize("name", ["ext_authz", "jwt_authn", "noauth"])
+def test_bench_config_is_valid(tmp_path, name):
+    text = fill((ROOT / "envoy" / "bench" / f"{name}.yaml").read_text(), bench_values())
+    result = validate(text, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
