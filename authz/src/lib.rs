@@ -127,6 +127,40 @@ pub async fn run_reloadable(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    prepare(config, source, shutdown.clone())
+        .await?
+        .serve(listeners, shutdown)
+        .await
+}
+
+/// Everything built from the config before a port is bound: secrets read and parsed, clients
+/// and caches made, background tasks started. [`prepare`] makes it, [`Prepared::serve`] serves.
+pub struct Prepared {
+    config: Config,
+    metrics: Arc<metrics::Metrics>,
+    google: Arc<Google>,
+    groups: Option<Arc<Groups>>,
+    authorizer: Arc<Authorizer>,
+    facade: Option<Arc<oauth::Facade>>,
+    reloader: Arc<Reloader>,
+    admin_token: Option<secrets::SecretValue>,
+    background: TaskTracker,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").finish_non_exhaustive()
+    }
+}
+
+/// The first half of [`run_reloadable`]: reads every secret (one that is missing or does not
+/// parse is an error here, before any port is bound), builds the clients, the caches and the
+/// facade, and starts the background tasks, which stop with `shutdown`.
+pub async fn prepare(
+    config: Config,
+    source: reload::Source,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Prepared> {
     let metrics = Arc::new(metrics::Metrics::new());
     let google =
         Google::with_metrics(&config, metrics.clone()).context("building the Google client")?;
@@ -223,62 +257,94 @@ pub async fn run_reloadable(
     if watches_file {
         background.spawn(reloader.clone().watch(RELOAD_POLL, shutdown.child_token()));
     }
+    Ok(Prepared {
+        config,
+        metrics,
+        google,
+        groups,
+        authorizer,
+        facade,
+        reloader,
+        admin_token,
+        background,
+    })
+}
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&reporter, ServingStatus::NotServing).await;
-    background.spawn(report_readiness(
-        reporter.clone(),
-        google.clone(),
-        shutdown.clone(),
-    ));
+impl Prepared {
+    /// The second half of [`run_reloadable`]: serves on `listeners` until `shutdown`, then
+    /// drains.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Prepared {
+            config,
+            metrics,
+            google,
+            groups,
+            authorizer,
+            facade,
+            reloader,
+            admin_token,
+            background,
+        } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        set_health(&reporter, ServingStatus::NotServing).await;
+        background.spawn(report_readiness(
+            reporter.clone(),
+            google.clone(),
+            shutdown.clone(),
+        ));
 
-    let scrape = metrics::router(metrics, authorizer.clone(), groups.clone());
-    let admin = tonic::transport::Server::builder()
-        .add_service(admin::AdminServer::with_interceptor(
-            admin::AdminService::new(
-                authorizer.clone(),
-                reloader,
-                facade
-                    .clone()
-                    .map(|facade| facade as Arc<dyn admin::RefreshTokens>),
-            ),
-            admin::authenticate(admin_token),
-        ))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listeners.admin),
-            shutdown.clone().cancelled_owned(),
-        );
-    let check = AuthorizationServer::new(CheckService::new(&config, authorizer));
-    let grpc_shutdown = {
-        let (shutdown, reporter) = (shutdown.clone(), reporter.clone());
-        async move {
-            shutdown.cancelled().await;
-            // Tell Envoy's health checker first, then stop accepting.
-            set_health(&reporter, ServingStatus::NotServing).await;
+        let scrape = metrics::router(metrics, authorizer.clone(), groups.clone());
+        let admin = tonic::transport::Server::builder()
+            .add_service(admin::AdminServer::with_interceptor(
+                admin::AdminService::new(
+                    authorizer.clone(),
+                    reloader,
+                    facade
+                        .clone()
+                        .map(|facade| facade as Arc<dyn admin::RefreshTokens>),
+                ),
+                admin::authenticate(admin_token),
+            ))
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listeners.admin),
+                shutdown.clone().cancelled_owned(),
+            );
+        let check = AuthorizationServer::new(CheckService::new(&config, authorizer));
+        let grpc_shutdown = {
+            let (shutdown, reporter) = (shutdown.clone(), reporter.clone());
+            async move {
+                shutdown.cancelled().await;
+                // Tell Envoy's health checker first, then stop accepting.
+                set_health(&reporter, ServingStatus::NotServing).await;
+            }
+        };
+        let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(check)
+            .serve_with_incoming_shutdown(incoming, grpc_shutdown);
+
+        let mut routes = health::router(google, groups, facade.clone())
+            .merge(scrape)
+            .merge(oauth::metadata::resource_router(&config));
+        if let Some(facade) = &facade {
+            routes = routes.merge(facade.router());
         }
-    };
-    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(check)
-        .serve_with_incoming_shutdown(incoming, grpc_shutdown);
+        let http = axum::serve(listeners.http, routes)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
-    let mut routes = health::router(google, groups, facade.clone())
-        .merge(scrape)
-        .merge(oauth::metadata::resource_router(&config));
-    if let Some(facade) = &facade {
-        routes = routes.merge(facade.router());
+        let (grpc, http, admin) = tokio::join!(grpc, async { http.await }, admin);
+        background.close();
+        background.wait().await;
+        grpc.context("gRPC server")?;
+        http.context("HTTP server")?;
+        admin.context("admin server")?;
+        Ok(())
     }
-    let http = axum::serve(listeners.http, routes)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-
-    let (grpc, http, admin) = tokio::join!(grpc, async { http.await }, admin);
-    background.close();
-    background.wait().await;
-    grpc.context("gRPC server")?;
-    http.context("HTTP server")?;
-    admin.context("admin server")?;
-    Ok(())
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {

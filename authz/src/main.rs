@@ -96,7 +96,12 @@ fn main() -> ExitCode {
     };
     let code = match runtime.block_on(serve(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Stopped::BeforeListening(e)) => {
+            tracing::error!(error = format!("{e:#}"), "cannot start");
+            eprintln!("authz: {e:#}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+        Err(Stopped::Serving(e)) => {
             tracing::error!(error = format!("{e:#}"), "stopped");
             eprintln!("authz: {e:#}");
             ExitCode::FAILURE
@@ -136,28 +141,45 @@ fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, source: authz::reload::Source) -> anyhow::Result<()> {
+/// Why `serve` returned early: before a port was bound (a secret or setting that cannot be
+/// used: exit 2, like a bad config), or while serving.
+enum Stopped {
+    BeforeListening(anyhow::Error),
+    Serving(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Stopped {
+    fn from(error: E) -> Stopped {
+        Stopped::Serving(error.into())
+    }
+}
+
+async fn serve(config: Config, source: authz::reload::Source) -> Result<(), Stopped> {
+    let grace = config.listen.shutdown_grace;
+    let shutdown = CancellationToken::new();
+    // Secrets are read and parsed before any port is bound: one that cannot be used stops the
+    // start like a bad config, and nothing ever listened.
+    let prepared = match authz::prepare(config.clone(), source, shutdown.clone()).await {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            shutdown.cancel();
+            return Err(Stopped::BeforeListening(error));
+        }
+    };
     let listeners = Listeners::bind(&config).await?;
     let (grpc, http) = listeners.local_addrs()?;
     let admin = listeners.admin.local_addr()?;
     tracing::info!(%grpc, %http, %admin, "listening");
-    let grace = config.listen.shutdown_grace;
-    let shutdown = CancellationToken::new();
-    let mut server = tokio::spawn(authz::run_reloadable(
-        config,
-        source,
-        listeners,
-        shutdown.clone(),
-    ));
+    let mut server = tokio::spawn(prepared.serve(listeners, shutdown.clone()));
     tokio::select! {
         signal = wait_for_signal() => signal?,
-        // Ended without being asked: it could not start (a secret it cannot read, ...).
-        joined = &mut server => return joined?,
+        // Ended without being asked: a server failed.
+        joined = &mut server => return Ok(joined??),
     }
     tracing::info!(grace = ?grace, "shutting down; draining in-flight checks");
     shutdown.cancel();
     match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined?,
+        Ok(joined) => Ok(joined??),
         Err(_) => {
             tracing::warn!("drain did not finish within the grace period");
             Ok(())

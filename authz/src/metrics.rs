@@ -366,7 +366,11 @@ impl Metrics {
                 let mut rebuilt = axum::http::Response::new(body);
                 *rebuilt.status_mut() = status;
                 *rebuilt.headers_mut() = headers;
-                let outcome = if quota { Outcome::Quota } else { Outcome::Rejected };
+                let outcome = if quota {
+                    Outcome::Quota
+                } else {
+                    Outcome::Rejected
+                };
                 self.google(endpoint, outcome, started.elapsed());
                 return Ok(reqwest::Response::from(rebuilt));
             }

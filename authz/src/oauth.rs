@@ -81,7 +81,7 @@ pub enum Current<T> {
     FromSecret(Derived<T>),
 }
 
-impl<T> Current<T> {
+impl<T: 'static> Current<T> {
     /// The value now; hold it for one use only, so a rotation is seen by the next.
     pub fn get(&self) -> Arc<T> {
         match self {

@@ -121,7 +121,12 @@ struct Handle {
     reference: SecretRef,
     current: ArcSwap<SecretString>,
     metrics: Arc<Metrics>,
+    /// The parsers of what is built from the value ([`Derived`]): a re-read value that one of
+    /// them refuses is not swapped in.
+    checks: Mutex<Vec<Check>>,
 }
+
+type Check = Arc<dyn Fn(&str) -> anyhow::Result<()> + Send + Sync>;
 
 /// Something built from a secret (a parsed key), built again when the secret changes.
 pub struct Derived<T> {
@@ -130,7 +135,7 @@ pub struct Derived<T> {
     state: ArcSwap<DerivedState<T>>,
 }
 
-type Parser<T> = Box<dyn Fn(&str) -> anyhow::Result<T> + Send + Sync>;
+type Parser<T> = Arc<dyn Fn(&str) -> anyhow::Result<T> + Send + Sync>;
 
 struct DerivedState<T> {
     /// The secret value `value` was built from, or the newer one that failed to parse.
@@ -416,6 +421,7 @@ impl SecretValue {
             reference: SecretRef::Inline(value.clone()),
             current: ArcSwap::from_pointee(value),
             metrics: Arc::default(),
+            checks: Mutex::default(),
         }))
     }
 
@@ -452,10 +458,25 @@ impl std::fmt::Debug for SecretValue {
     }
 }
 
+// === impl Handle ===
+
+impl Handle {
+    /// Whether every parser of what is built from this secret accepts `value`.
+    fn check(&self, value: &SecretString) -> anyhow::Result<()> {
+        let checks = self
+            .checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        checks.iter().try_for_each(|check| check(value.expose()))
+    }
+}
+
 // === impl Derived ===
 
-impl<T> Derived<T> {
+impl<T: 'static> Derived<T> {
     /// Builds the value from the secret now; a failure is a start-up error naming the key.
+    /// From now on the refresher checks each re-read value with `parse` before using it.
     pub fn new(
         secret: SecretValue,
         parse: impl Fn(&str) -> anyhow::Result<T> + Send + Sync + 'static,
@@ -463,9 +484,17 @@ impl<T> Derived<T> {
         let seen = secret.current();
         let value =
             parse(seen.expose()).map_err(|e| secret.error(Problem::Unusable(format!("{e:#}"))))?;
+        let parse: Parser<T> = Arc::new(parse);
+        let check = parse.clone();
+        secret
+            .0
+            .checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::new(move |text: &str| check(text).map(|_| ())));
         Ok(Derived {
             secret,
-            parse: Box::new(parse),
+            parse,
             state: ArcSwap::from_pointee(DerivedState {
                 seen,
                 value: Arc::new(value),
@@ -574,6 +603,7 @@ impl Secrets {
             reference: reference.clone(),
             current: ArcSwap::from_pointee(value),
             metrics: self.metrics.clone(),
+            checks: Mutex::default(),
         });
         if reference.is_refreshed() {
             let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
@@ -596,6 +626,18 @@ impl Secrets {
             match self.read(&handle.reference, &mut fetched).await {
                 Ok(value) => {
                     if !value.ct_eq(&handle.current.load()) {
+                        if let Err(error) = handle.check(&value) {
+                            tracing::warn!(
+                                secret = %handle.key,
+                                reference = %handle.reference,
+                                error = format!("{error:#}"),
+                                "secret changed, but the new value cannot be used; keeping the \
+                                 previous one"
+                            );
+                            self.metrics
+                                .secret_refresh(&handle.key, SecretOutcome::Unusable);
+                            continue;
+                        }
                         handle.current.store(Arc::new(value));
                         tracing::info!(
                             secret = %handle.key,

@@ -444,16 +444,22 @@ async fn derived_values_follow_the_secret_and_keep_the_last_usable_one() {
     secrets.refresh().await;
     assert_eq!(*number.get(), 2);
 
+    // A value that does not parse is found out when it is read, not when it is next used:
+    // counted `unusable` at once (not `ok`), and never swapped in.
     file.write(b"not a number");
     secrets.refresh().await;
-    assert_eq!(*number.get(), 2);
-    assert_eq!(*number.get(), 2);
+    assert_eq!(refreshes(&metrics, "n", "unusable"), 1);
     assert_eq!(
-        refreshes(&metrics, "n", "unusable"),
+        refreshes(&metrics, "n", "ok"),
         1,
-        "counted once per value"
+        "only the good re-read is ok"
     );
-    assert_eq!(parses.load(Ordering::SeqCst), 3);
+    assert_eq!(*number.get(), 2);
+    assert_eq!(*number.get(), 2);
+    secrets.refresh().await;
+    assert_eq!(refreshes(&metrics, "n", "unusable"), 2, "once per re-read");
+    // Parsed: at start, "2" when read and when used, "not a number" when read (twice).
+    assert_eq!(parses.load(Ordering::SeqCst), 5);
 
     let bad = TempFile::new(b"x");
     let value = secrets.resolve("m", &bad.reference()).await.unwrap();

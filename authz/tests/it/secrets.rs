@@ -352,7 +352,8 @@ async fn the_binary_refuses_to_start_when_its_secret_is_missing() {
         assert!(Instant::now() < deadline, "authz did not exit");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(!status.success(), "{status}");
+    // Like a bad config: exit 2, and no port was ever bound.
+    assert_eq!(status.code(), Some(2), "{status}");
     let output = authz.output();
     assert!(
         output.contains(
@@ -360,5 +361,6 @@ async fn the_binary_refuses_to_start_when_its_secret_is_missing() {
         ),
         "{output}"
     );
+    assert!(!output.contains("listening"), "{output}");
     assert_eq!(authz.get("/readyz").await.0, 0, "nothing serves");
 }
