@@ -277,7 +277,7 @@ impl Responses {
                 },
             ),
             Verdict::Unauthenticated(Unauthenticated::Credential(
-                error @ CredentialError::InQueryString,
+                error @ (CredentialError::InQueryString | CredentialError::PathNotNormal),
             )) => self.denied(
                 HttpStatusCode::BadRequest,
                 Status::invalid_argument(error.reason()),

@@ -44,6 +44,10 @@ pub enum CredentialError {
     TooLong,
     #[error("token has invalid characters")]
     BadCharacters,
+    /// Not about the token: the path is not in the form the upstream reads (encoded, doubled
+    /// or dot segments), so no policy can be chosen for it safely.
+    #[error("the request path is not in normal form (encoded characters, // or dot segments)")]
+    PathNotNormal,
 }
 
 impl CredentialError {
@@ -56,6 +60,7 @@ impl CredentialError {
             CredentialError::NotUtf8 => "header_not_utf8",
             CredentialError::TooLong => "token_too_long",
             CredentialError::BadCharacters => "malformed_token",
+            CredentialError::PathNotNormal => "path_not_normal",
         }
     }
 
@@ -70,6 +75,9 @@ pub fn extract<'a>(
     authorization: Option<&'a [u8]>,
     path: &str,
 ) -> Result<Credential<'a>, CredentialError> {
+    if !crate::request_path::is_normal(path) {
+        return Err(CredentialError::PathNotNormal);
+    }
     if query_has_access_token(path) {
         return Err(CredentialError::InQueryString);
     }

@@ -4,6 +4,7 @@
 //! Read in this order; each module owns one thing.
 //! - [`config`]: the typed configuration tree (defaults, TOML file, `AUTHZ_*` environment).
 //! - [`credentials`]: finding the bearer token in a request and telling its kind.
+//! - [`request_path`]: whether a `:path` is in the normal form the upstream reads (else 400).
 //! - [`google`]: verifying Google ID tokens (local, JWKS) and access tokens (tokeninfo, userinfo).
 //! - [`principal`]: the verified identity the rest of the service sees.
 //! - [`secrets`]: secret config values (inline, a file, or AWS Secrets Manager), resolved at
@@ -52,6 +53,7 @@ pub mod oauth;
 pub mod policy;
 pub mod principal;
 pub mod reload;
+pub mod request_path;
 pub mod secrets;
 pub mod service_auth;
 pub mod store;

@@ -249,6 +249,26 @@ async fn service_decides_without_google_and_reports_outage_when_needed() {
         .unwrap();
     assert_eq!(denied(response.get_ref()).0, 400);
 
+    // A mesh that does not normalize paths: a path the upstream reads as another one is a
+    // 400 before any token is looked at, so it can never be judged under the wrong policy.
+    for confused in [
+        "/%74ools/mcp",
+        "//tools/mcp",
+        "/x/../tools/mcp",
+        "/tools%2Fmcp",
+    ] {
+        let response = service
+            .check(Request::new(check_request(
+                &[("authorization", "Bearer x")],
+                confused,
+            )))
+            .await
+            .unwrap();
+        let (status, _, body) = denied(response.get_ref());
+        assert_eq!(status, 400, "{confused}");
+        assert_eq!(body["error"], "invalid_request");
+    }
+
     let junk = format!("Bearer {}", "a".repeat(64 * 1024));
     let response = service
         .check(Request::new(check_request(
