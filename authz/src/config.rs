@@ -119,6 +119,13 @@ pub struct Google {
     /// Refresh period when the JWKS response carries no `Cache-Control: max-age`.
     #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
     pub jwks_default_refresh: Duration,
+    /// At most this many never-seen access tokens are verified at once; more are a 503.
+    #[serde(default = "default_max_concurrent_new_tokens")]
+    pub max_concurrent_new_tokens: usize,
+    /// At most this many never-seen access tokens start verification per second (burst: as
+    /// many); more are a 503.
+    #[serde(default = "default_new_tokens_per_second")]
+    pub new_tokens_per_second: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -831,6 +838,12 @@ fn default_clock_skew() -> Duration {
 }
 fn default_jwks_refetch_interval() -> Duration {
     Duration::from_secs(30)
+}
+fn default_max_concurrent_new_tokens() -> usize {
+    32
+}
+fn default_new_tokens_per_second() -> u32 {
+    50
 }
 fn default_jwks_refresh() -> Duration {
     Duration::from_secs(3600)

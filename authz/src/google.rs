@@ -7,6 +7,7 @@ mod discovery;
 pub(crate) mod http;
 mod id_token;
 mod jwks;
+mod new_tokens;
 
 use std::{
     sync::{Arc, OnceLock},
@@ -147,6 +148,8 @@ pub struct Google {
     metrics: Arc<Metrics>,
     /// Set once by the background task when discovery succeeds.
     discovered: OnceLock<Discovered>,
+    /// The bound on verifying never-seen access tokens.
+    new_tokens: new_tokens::NewTokens,
 }
 
 #[derive(Debug)]
@@ -184,6 +187,10 @@ impl Google {
             jwks_default_refresh: config.google.jwks_default_refresh,
             metrics,
             discovered: OnceLock::new(),
+            new_tokens: new_tokens::NewTokens::new(
+                config.google.max_concurrent_new_tokens,
+                config.google.new_tokens_per_second,
+            ),
         }))
     }
 
@@ -208,6 +215,16 @@ impl Google {
                 id_token::verify(token, &discovered.jwks, &self.settings).await
             }
             Credential::Opaque(token) => {
+                let _permit = self.new_tokens.admit().map_err(|shed| {
+                    self.metrics.verification_shed(shed.as_str());
+                    BackendError {
+                        endpoint: Endpoint::Tokeninfo,
+                        problem: format!(
+                            "shed: too many new access tokens being verified ({})",
+                            shed.as_str()
+                        ),
+                    }
+                })?;
                 let http = (&self.http, &*self.metrics);
                 access_token::verify(token, http, &self.settings, &discovered.userinfo_url).await
             }

@@ -58,6 +58,12 @@ pub struct Metrics {
     store_errors: Family<StoreLabels, Counter>,
     secret_refreshes: Family<SecretLabels, Counter>,
     revocations_in_sync: Gauge,
+    verifications_shed: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -260,6 +266,13 @@ impl Metrics {
             "Re-reads of secrets from files and Secrets Manager by config key and outcome",
             secret_refreshes.clone(),
         );
+        let verifications_shed = Family::default();
+        registry.register(
+            "verifications_shed",
+            "Never-seen access tokens not verified (answered 503) because too many were being \
+             verified at once (concurrency) or per second (rate)",
+            verifications_shed.clone(),
+        );
         let revocations_in_sync = Gauge::default();
         registry.register(
             "revocations_in_sync",
@@ -286,6 +299,7 @@ impl Metrics {
             store_errors,
             secret_refreshes,
             revocations_in_sync,
+            verifications_shed,
         }
     }
 
@@ -415,6 +429,13 @@ impl Metrics {
                 secret: secret.to_string(),
                 outcome: outcome.as_str(),
             })
+            .inc();
+    }
+
+    /// A never-seen access token not verified: `concurrency` or `rate`.
+    pub fn verification_shed(&self, reason: &'static str) {
+        self.verifications_shed
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 

@@ -43,12 +43,9 @@ pub async fn verify(
     settings: &Settings,
     userinfo_url: &Url,
 ) -> Result<Principal, VerifyError> {
-    let (info, user) = tokio::join!(
-        tokeninfo(token, http, &settings.tokeninfo_url),
-        userinfo(token, http, userinfo_url)
-    );
-    // tokeninfo speaks first: it is the authority on whether the token is ours and alive.
-    let info = info?;
+    // tokeninfo first, and userinfo only once it accepts: a junk token costs one call to
+    // Google, not two. It is the authority on whether the token is ours and alive.
+    let info = tokeninfo(token, http, &settings.tokeninfo_url).await?;
     let Some(aud) = &info.aud else {
         // A 200 without an audience is a broken answer, not a verdict on the token: caching a
         // denial for it would lock a user out over a Google glitch.
@@ -77,7 +74,7 @@ pub async fn verify(
     if expires_at <= now {
         return Err(TokenError::Expired.into());
     }
-    let user = user?;
+    let user = userinfo(token, http, userinfo_url).await?;
     if info.sub.as_deref().is_some_and(|sub| sub != user.sub) {
         return Err(TokenError::SubjectMismatch.into());
     }

@@ -354,3 +354,65 @@ async fn jwks_is_refreshed_in_the_background_as_max_age_says() {
     assert!(verify_jwt(&f, &token).await.is_ok());
     assert_eq!(f.standin.stats().jwks, before);
 }
+
+/// A junk access token costs one tokeninfo call and no userinfo call; a spray of never-seen
+/// tokens beyond `google.new_tokens_per_second` is shed as an outage (never a verdict), and a
+/// real token is verified again once the second has passed.
+#[tokio::test]
+async fn never_seen_access_tokens_are_a_bounded_cost() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let standin = StandIn::start(listener, Options::default()).await.unwrap();
+    let issuer = standin.issuer().to_string();
+    let config = Config::load(
+        None,
+        [
+            ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
+            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
+            ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
+            ("AUTHZ_GOOGLE__NEW_TOKENS_PER_SECOND", "5".into()),
+            ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
+            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )
+    .unwrap();
+    let google = Google::new(&config).unwrap();
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(google.clone().run(stop));
+    while !google.is_ready() {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    standin.reset_stats();
+    let junk = google.verify(Credential::Opaque("ya29.junk-0")).await;
+    assert!(matches!(junk, Err(VerifyError::Token(_))), "{junk:?}");
+    let stats = standin.stats();
+    assert_eq!((stats.tokeninfo, stats.userinfo), (1, 0));
+
+    let mut shed = 0;
+    for i in 1..30 {
+        match google
+            .verify(Credential::Opaque(&format!("ya29.junk-{i}")))
+            .await
+        {
+            Err(VerifyError::Backend(error)) => {
+                assert!(error.problem.starts_with("shed"), "{error}");
+                shed += 1;
+            }
+            Err(VerifyError::Token(_)) => {}
+            Ok(principal) => panic!("junk accepted: {principal:?}"),
+        }
+    }
+    assert!(shed >= 24, "only {shed} of 29 shed at 5 per second");
+    assert!(standin.stats().tokeninfo <= 6, "{:?}", standin.stats());
+    let real = standin.mint_access_token(AccessTokenSpec {
+        sub: "42".into(),
+        email: Some("ada@example.com".into()),
+        hd: Some("example.com".into()),
+        aud: CLIENT.into(),
+        ..Default::default()
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let principal = google.verify(Credential::Opaque(&real)).await.unwrap();
+    assert_eq!(principal.email(), Some("ada@example.com"));
+}

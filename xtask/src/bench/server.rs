@@ -171,6 +171,9 @@ http = "{http}"
 client_ids = ["{client_id}"]
 issuer = "{issuer}"
 tokeninfo_url = "{issuer}/tokeninfo"
+# A benchmark measures capacity: lift the production bound on never-seen tokens.
+max_concurrent_new_tokens = 100000
+new_tokens_per_second = 1000000
 
 [access]
 domains = ["{domain}"]

@@ -250,6 +250,9 @@ http = "{http}"
 client_ids = ["{CLIENT_ID}"]
 issuer = "{standin_url}"
 tokeninfo_url = "{standin_url}/tokeninfo"
+# A benchmark measures capacity: lift the production bound on never-seen tokens.
+max_concurrent_new_tokens = 100000
+new_tokens_per_second = 1000000
 
 [access]
 domains = ["{DOMAIN}"]
