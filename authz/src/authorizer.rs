@@ -392,7 +392,16 @@ impl Authorizer {
             Ok(principal) => principal,
             Err(error) => return Ok(Verdict::Unauthenticated(Unauthenticated::Token(error))),
         };
-        self.apply(rules, principal, selected, request).await
+        let verdict = self
+            .apply(rules, principal.clone(), selected, request)
+            .await?;
+        // One token cannot fill the cache with made-up tool names: past its share, decide
+        // without caching.
+        if principal.may_cache_a_verdict() {
+            Ok(verdict)
+        } else {
+            Err(Unstored::Uncacheable(verdict))
+        }
     }
 
     /// Applies the selected policy to a verified principal, looking up groups as it asks.

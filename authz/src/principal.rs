@@ -1,13 +1,15 @@
 //! Who a verified token speaks for: the one identity type the rest of the service sees.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::atomic::{AtomicU8, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 /// A user whose token verified. Nothing here is secret; the token itself is never kept.
 ///
 /// The cache holds one per cached token, so it is packed: `sub`, `email`, `hd` and the session
 /// id end to end in one string, 40 bytes of fields beside it (a struct of `String`s took ~220
 /// bytes in four allocations). Build one from [`Parts`]; read it through the accessors.
-#[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
     text: Box<str>,
     /// Where `sub`, `email` and `hd` end in `text`; the session id is the rest.
@@ -18,7 +20,37 @@ pub struct Principal {
     pub source: TokenSource,
     /// When the token stops being valid (unix seconds); no cached verdict outlives it.
     pub expires_at: u64,
+    /// Verdicts cached for this identity (one per token): bounded, so that one valid token
+    /// with endless tool names or methods cannot flood the verdict cache. Not part of the
+    /// identity: ignored by `==` and reset by `clone`.
+    verdicts_cached: AtomicU8,
 }
+
+/// How many verdicts one token may have cached at once (per identity-cache lifetime); past it,
+/// decisions for new (route, method, tool) combinations are computed but not cached.
+pub const MAX_VERDICTS_PER_TOKEN: u8 = 64;
+
+impl Clone for Principal {
+    fn clone(&self) -> Principal {
+        Principal {
+            text: self.text.clone(),
+            ends: self.ends,
+            present: self.present,
+            email_verified: self.email_verified,
+            source: self.source,
+            expires_at: self.expires_at,
+            verdicts_cached: AtomicU8::new(0),
+        }
+    }
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Principal) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for Principal {}
 
 const EMAIL: u8 = 1;
 const HOSTED_DOMAIN: u8 = 2;
@@ -71,7 +103,18 @@ impl Principal {
             email_verified: parts.email_verified,
             source: parts.source,
             expires_at: parts.expires_at,
+            verdicts_cached: AtomicU8::new(0),
         }
+    }
+
+    /// Claims a place for one more cached verdict of this identity; `false` once
+    /// [`MAX_VERDICTS_PER_TOKEN`] are taken.
+    pub fn may_cache_a_verdict(&self) -> bool {
+        self.verdicts_cached
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_VERDICTS_PER_TOKEN).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// Everything, borrowed: for logs, tests and building a changed copy.

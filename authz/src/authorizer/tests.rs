@@ -183,3 +183,46 @@ async fn the_verdict_key_feeds_every_input() {
     authorizer.replace_rules(&config, None);
     assert_ne!(key(&authorizer, None, "POST", call, Some("t")), base);
 }
+
+/// One valid token with endless made-up tool names gets decisions, but caches at most
+/// `MAX_VERDICTS_PER_TOKEN` verdicts: it cannot evict other users' allows.
+#[tokio::test]
+async fn one_token_caches_a_bounded_number_of_verdicts() {
+    let ready = ready_google(CLIENT, Arc::new(Metrics::new())).await;
+    let authorizer = Authorizer::new(&ready.config, ready.google.clone(), None);
+    let token = ready.standin.mint_id_token(&serde_json::json!({
+        "iss": ready.standin.issuer(), "aud": CLIENT, "sub": "3003",
+        "email": "eve@example.com", "email_verified": true, "hd": "example.com",
+        "iat": unix_now(), "exp": unix_now() + 600,
+    }));
+    let bearer = format!("Bearer {token}");
+    let tools: Vec<String> = (0..200).map(|i| format!("made_up_{i}")).collect();
+    for tool in &tools {
+        let facts = RequestFacts {
+            mcp: McpCall {
+                method: Some("tools/call"),
+                tool: Some(tool),
+            },
+            ..facts(&bearer)
+        };
+        let decision = authorizer.authorize(facts).await.unwrap();
+        assert!(matches!(decision.verdict, Verdict::Allow(..)));
+    }
+    let cached = authorizer.verdicts().entry_count();
+    assert_eq!(
+        cached,
+        u64::from(crate::principal::MAX_VERDICTS_PER_TOKEN),
+        "one token cached {cached} verdicts"
+    );
+    // Past its share, a repeated request is decided again (not cached), and still right.
+    let facts = RequestFacts {
+        mcp: McpCall {
+            method: Some("tools/call"),
+            tool: Some(&tools[199]),
+        },
+        ..facts(&bearer)
+    };
+    let again = authorizer.authorize(facts).await.unwrap();
+    assert_eq!(again.cache, CacheUse::Bypass);
+    assert!(matches!(again.verdict, Verdict::Allow(..)));
+}
