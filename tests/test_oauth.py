@@ -52,7 +52,7 @@ class OAuthStack:
     """Stand-in + demo MCP server + N authz replicas (+ Redis when N > 1) + Envoy."""
 
     def __init__(self, workdir, replicas: int = 1, groups: bool = True, allow_ttl: str = "5m",
-                 membership_ttl: str = "1s"):
+                 membership_ttl: str = "1s", oauth_settings: dict | None = None):
         self.processes, self.authz, self.envoy, self.upstream, self.redis = [], [], None, None, None
         self.workdir = workdir
         try:
@@ -70,7 +70,8 @@ class OAuthStack:
                 self.redis = self.start_redis()
                 store = f'[store]\nbackend = "redis"\nrevocation_poll = "200ms"\n[store.redis]\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
             oauth = oauth_config(self.standin, self.origin, signing_keys=f"'''{signing_key_pem()}'''",
-                                 sealing_keys=f'"{SEALING_KEY}"', access_token_ttl=f'"{ACCESS_TTL}s"')
+                                 sealing_keys=f'"{SEALING_KEY}"', access_token_ttl=f'"{ACCESS_TTL}s"',
+                                 **(oauth_settings or {}))
             if groups:
                 oauth += f'[policies.default]\ngroups = ["{PLATFORM}"]\n'
             settings.update(issuer=self.standin.url, resource_url=self.resource, allow_ttl=allow_ttl,
@@ -342,8 +343,12 @@ def test_bad_authorization_requests_go_back_as_errors_without_a_code(single, ove
     client_id = single.register()
     response = single.browser().get(single.authorize_url(client_id, secrets.token_urlsafe(48), **overrides),
                                     allow_redirects=False)
-    assert response.status_code == 302
-    answer = query_of(response.headers["location"])
+    # Registration is open, so no redirect happens before the user did anything (RFC 9700
+    # s4.11.2): a page, whose link the user may follow back to the application with the error.
+    assert response.status_code == 400 and "location" not in response.headers
+    link = re.search(r'<a href="([^"]+)"', response.text).group(1).replace("&amp;", "&")
+    assert link.startswith(REDIRECT + "?"), link
+    answer = query_of(link)
     assert answer["error"] == error and "code" not in answer
     assert answer["iss"] == single.origin and answer["state"] == "client-state"
 

@@ -19,6 +19,7 @@
 //!   Google again, at refresh, whether the account still may sign in.
 //! - [`access_token`]: minting and verifying our access tokens; [`keys`]: the ES256 keys.
 //! - [`sessions`]: codes, refresh tokens and revocations in the shared store.
+//! - [`pending`]: the bound on sign-ins waiting for Google.
 //! - [`seal`]: HMAC-sealed and encrypted values; [`page`]: the few HTML pages and the error shapes.
 
 pub mod access_token;
@@ -28,6 +29,7 @@ pub mod clients;
 pub mod keys;
 pub mod metadata;
 pub mod page;
+pub mod pending;
 pub mod redirect;
 pub mod reverify;
 pub mod revoke;
@@ -118,6 +120,8 @@ pub struct Facade {
     resource: String,
     /// A `hd` hint for Google's account chooser when exactly one domain is allowed.
     domain_hint: Option<String>,
+    /// The bound on sign-ins waiting for Google's callback.
+    pending: pending::PendingBudget,
 }
 
 /// Builds the keys and revocation view the Check path needs when `[oauth]` is configured.
@@ -200,7 +204,20 @@ impl Facade {
             None
         };
         let clients = Clients::new(sealer.clone(), oauth.registration_ttl.as_secs(), documents);
-        let sessions = Sessions::new(store, tokens.revocations.clone(), oauth.access_token_ttl);
+        // Pending sign-ins never share the memory store's bound with codes, refresh tokens and
+        // revocations: a flood of them must not crowd those out.
+        let pending_store: Arc<dyn Store> = match config.store.backend {
+            crate::config::StoreBackend::Memory => Arc::new(
+                crate::store::memory::MemoryStore::new(oauth.max_pending_sign_ins as u64),
+            ),
+            crate::config::StoreBackend::Redis => store.clone(),
+        };
+        let sessions = Sessions::new(
+            store,
+            pending_store,
+            tokens.revocations.clone(),
+            oauth.access_token_ttl,
+        );
         let domain_hint = match config.access.domains.as_slice() {
             [only] => Some(only.clone()),
             _ => None,
@@ -217,6 +234,7 @@ impl Facade {
             http: crate::google::http::client(config.google.request_timeout)?,
             resource: config.resource.url.to_string(),
             domain_hint,
+            pending: pending::PendingBudget::new(oauth.max_pending_sign_ins),
         }))
     }
 

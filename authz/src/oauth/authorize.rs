@@ -93,10 +93,13 @@ pub async fn show_consent(
             "The redirect address is not registered for this client, so you are not sent there.",
         );
     }
-    // From here the redirect URI is trusted: errors go back to the client.
+    // From here the redirect URI is registered, but registration is open to anyone: sending
+    // the browser there before the user did anything would make us an open redirector
+    // (RFC 9700 s4.11.2). So an error before consent is a page, and the user may follow its
+    // link back to the application.
     let state = query.state.as_deref();
     let back = |error: &str, description: &str| {
-        facade.error_redirect(redirect_uri, state, error, description)
+        facade.error_page_to_client(redirect_uri, state, error, description)
     };
     if state.is_some_and(|s| s.len() > MAX_STATE) {
         return back("invalid_request", "state is too long");
@@ -219,22 +222,47 @@ pub async fn consent_given(
     let Some(endpoints) = facade.google.sign_in_endpoints() else {
         return unavailable_page();
     };
-    let google_state = random_token();
+    // Our state at Google is a MAC of the consent form: a form posted twice maps to one
+    // pending sign-in, so the form works once and a replayed post stores nothing.
+    let google_state = facade
+        .sealer
+        .get()
+        .tag_text(Purpose::ConsentState, form.request.as_bytes());
+    let browser_hash = hex_sha256(browser.as_bytes());
+    let ttl = facade.settings.sign_in_ttl;
+    if let Err(full) = facade.pending.admit(&google_state, &browser_hash, ttl) {
+        tracing::warn!(event = "sign_in_refused", reason = ?full, "too many sign-ins in progress");
+        return page::error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins in progress",
+            "Too many sign-ins are waiting for Google right now. Finish or close the others, \
+             or try again in a few minutes.",
+        );
+    }
     let nonce = random_token();
     let verifier = random_token();
     let pending = PendingSignIn {
         request,
         nonce: nonce.clone(),
         verifier: verifier.clone(),
-        browser: hex_sha256(browser.as_bytes()),
+        browser: browser_hash,
     };
-    if let Err(error) = facade
+    match facade
         .sessions
-        .save_pending(&google_state, &pending, facade.settings.sign_in_ttl)
+        .save_pending(&google_state, &pending, ttl)
         .await
     {
-        tracing::error!(%error, "saving a pending sign-in failed");
-        return unavailable_page();
+        Ok(true) => {}
+        Ok(false) => {
+            return bad_request(
+                "This consent form was already used; start again from the application.",
+            );
+        }
+        Err(error) => {
+            facade.pending.release(&google_state);
+            tracing::error!(%error, "saving a pending sign-in failed");
+            return unavailable_page();
+        }
     }
     let mut google = endpoints.authorization;
     {
@@ -283,9 +311,44 @@ impl Facade {
         state: Option<&str>,
         answer: &[(&str, &str)],
     ) -> Response {
-        let Ok(mut url) = Url::parse(redirect_uri) else {
+        match self.client_answer_url(redirect_uri, state, answer) {
+            Some(url) => page::redirect(StatusCode::FOUND, url.as_str()),
+            None => bad_request("The redirect address cannot be used."),
+        }
+    }
+
+    /// An error before consent: a page (400) saying what was wrong, whose link takes the user
+    /// back to the application with the error, only if they choose to follow it.
+    pub(super) fn error_page_to_client(
+        &self,
+        redirect_uri: &str,
+        state: Option<&str>,
+        error: &str,
+        description: &str,
+    ) -> Response {
+        let answer = [("error", error), ("error_description", description)];
+        let Some(url) = self.client_answer_url(redirect_uri, state, &answer) else {
             return bad_request("The redirect address cannot be used.");
         };
+        let host = url.host_str().unwrap_or_default().to_string();
+        let body = format!(
+            "<p>The application's sign-in request was refused: {description}.</p>\
+             <p><a href=\"{url}\" rel=\"noreferrer\">Return to the application</a> \
+             (<code>{host}</code>) to tell it, or close this window.</p>",
+            description = page::escape(description),
+            url = page::escape(url.as_str()),
+            host = page::escape(&host),
+        );
+        page::html(StatusCode::BAD_REQUEST, "Sign-in request refused", &body)
+    }
+
+    fn client_answer_url(
+        &self,
+        redirect_uri: &str,
+        state: Option<&str>,
+        answer: &[(&str, &str)],
+    ) -> Option<Url> {
+        let mut url = Url::parse(redirect_uri).ok()?;
         {
             let mut query = url.query_pairs_mut();
             query.extend_pairs(answer);
@@ -294,7 +357,7 @@ impl Facade {
             }
             query.append_pair("iss", self.issuer());
         }
-        page::redirect(StatusCode::FOUND, url.as_str())
+        Some(url)
     }
 
     /// `resource` as clients send it: ours exactly, or differing only by a trailing slash.

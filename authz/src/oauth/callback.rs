@@ -65,7 +65,10 @@ pub async fn callback(
         );
     };
     let pending = match facade.sessions.take_pending(state).await {
-        Ok(Some(pending)) => pending,
+        Ok(Some(pending)) => {
+            facade.pending.release(state);
+            pending
+        }
         Ok(None) => {
             return page::error_page(
                 StatusCode::BAD_REQUEST,

@@ -22,6 +22,8 @@ pub enum Purpose {
     ClientId,
     ConsentRequest,
     ConsentCsrf,
+    /// Google's `state` for a consent form: derived from the form, so it works once.
+    ConsentState,
     /// Encrypted, not only tagged: the Google refresh token behind a session.
     GoogleRefreshToken,
 }
@@ -32,6 +34,7 @@ impl Purpose {
             Purpose::ClientId => b"authz client id v1\0",
             Purpose::ConsentRequest => b"authz consent request v1\0",
             Purpose::ConsentCsrf => b"authz consent csrf v1\0",
+            Purpose::ConsentState => b"authz consent state v1\0",
             Purpose::GoogleRefreshToken => b"authz google refresh token v1\0",
         }
     }

@@ -63,6 +63,8 @@ pub struct Claimed<T> {
 #[derive(Debug)]
 pub struct Sessions {
     store: Arc<dyn Store>,
+    /// Where pending sign-ins live: a store of their own with the memory backend.
+    pending: Arc<dyn Store>,
     revocations: Arc<Revocations>,
     /// How long a revoked session's access tokens can still be presented.
     access_token_ttl: Duration,
@@ -71,28 +73,36 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(
         store: Arc<dyn Store>,
+        pending: Arc<dyn Store>,
         revocations: Arc<Revocations>,
         access_token_ttl: Duration,
     ) -> Sessions {
         Sessions {
             store,
+            pending,
             revocations,
             access_token_ttl,
         }
     }
 
+    /// Stores a pending sign-in under `state` unless one is there; `Ok(false)` when it was
+    /// (the consent form it comes from was already used).
     pub async fn save_pending(
         &self,
         state: &str,
         pending: &PendingSignIn,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.insert(&key("signin", state), pending, ttl).await
+    ) -> Result<bool, StoreError> {
+        let bytes = serde_json::to_vec(pending).map_err(|e| StoreError {
+            backend: self.pending.backend(),
+            problem: format!("encoding: {e}"),
+        })?;
+        self.pending.insert(&key("signin", state), bytes, ttl).await
     }
 
     /// The pending sign-in for `state`, removed: a state works once.
     pub async fn take_pending(&self, state: &str) -> Result<Option<PendingSignIn>, StoreError> {
-        let value = self.store.take(&key("signin", state)).await?;
+        let value = self.pending.take(&key("signin", state)).await?;
         Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 

@@ -51,6 +51,11 @@ pub struct OAuthConfig {
     /// Life of an authorization code we issue. Default 60s.
     #[serde(default = "default_code_ttl", with = "humantime_serde")]
     pub code_ttl: Duration,
+    /// Sign-ins waiting for Google's callback that one replica admits at once (each holds a
+    /// few KB until the callback or `sign_in_ttl`); past it, new sign-ins are refused until
+    /// room frees up. Default 5000.
+    #[serde(default = "default_max_pending_sign_ins")]
+    pub max_pending_sign_ins: usize,
     /// Time a user has from the consent page to finishing Google's sign-in. Default 10m.
     #[serde(default = "default_sign_in_ttl", with = "humantime_serde")]
     pub sign_in_ttl: Duration,
@@ -107,6 +112,9 @@ impl OAuthConfig {
                 "must be at most 24h: a session must not outlive its Google account by days",
             );
         }
+        if self.max_pending_sign_ins == 0 {
+            return fail("max_pending_sign_ins", "must be at least 1");
+        }
         if self.session_ttl < self.refresh_token_ttl {
             return fail(
                 "session_ttl",
@@ -150,6 +158,9 @@ fn default_code_ttl() -> Duration {
 }
 fn default_sign_in_ttl() -> Duration {
     Duration::from_secs(10 * 60)
+}
+fn default_max_pending_sign_ins() -> usize {
+    5000
 }
 fn default_registration_ttl() -> Duration {
     Duration::from_secs(90 * 24 * 3600)
