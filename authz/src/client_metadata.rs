@@ -83,6 +83,9 @@ pub enum ClientMetadataError {
     NotJson,
     #[error("the client metadata document is invalid: {0}")]
     Invalid(&'static str),
+    /// Not fetched: too many fetches at once, or for this host this minute.
+    #[error("client metadata documents cannot be fetched right now")]
+    Busy,
 }
 
 /// Fetches, checks and caches metadata documents. Cheap to clone; clones share one cache.
@@ -98,6 +101,12 @@ struct Inner {
     cache: Cache<String, Entry>,
     lifetimes: Lifetimes,
     metrics: Arc<Metrics>,
+    /// Fetches running now: a URL an unauthenticated caller chooses costs us a connection
+    /// for up to `timeout`, so only so many at once.
+    running: Arc<tokio::sync::Semaphore>,
+    /// Fetches started per host in the current minute (a bounded map: hosts seen recently).
+    per_host: Cache<String, Arc<std::sync::atomic::AtomicU32>>,
+    per_host_per_minute: u32,
 }
 
 /// A cached outcome, success or failure, with its lifetime.
@@ -131,9 +140,18 @@ impl ClientMetadataFetcher {
             .max_capacity(settings.max_entries)
             .expire_after(EntryExpiry)
             .build();
+        let per_host = Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(60))
+            .build();
         Ok(ClientMetadataFetcher {
             inner: Arc::new(Inner {
                 enabled: settings.enabled,
+                running: Arc::new(tokio::sync::Semaphore::new(
+                    settings.max_concurrent_fetches.max(1),
+                )),
+                per_host,
+                per_host_per_minute: settings.fetches_per_host_per_minute.max(1),
                 http,
                 cache,
                 lifetimes: Lifetimes {
@@ -174,7 +192,28 @@ impl ClientMetadataFetcher {
 }
 
 impl Inner {
+    /// A place among the running fetches, if there is one and `url`'s host has fetches left
+    /// this minute.
+    async fn admit(&self, url: &Url) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering;
+        let permit = self.running.clone().try_acquire_owned().ok()?;
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let count = self.per_host.get_with(host, async { Arc::default() }).await;
+        let started = count.fetch_add(1, Ordering::Relaxed);
+        (started < self.per_host_per_minute).then_some(permit)
+    }
+
     async fn fetch_entry(&self, client_id: &str, url: &Url) -> Entry {
+        let Some(_running) = self.admit(url).await else {
+            self.metrics
+                .client_metadata_fetch(ClientMetadataError::Busy.reason());
+            tracing::info!("client metadata fetch shed (too many at once, or for this host)");
+            // Not cached: the next request may find room.
+            return Entry {
+                result: Err(ClientMetadataError::Busy),
+                ttl: Duration::ZERO,
+            };
+        };
         let result =
             self.http.get(url).await.and_then(|fetched| {
                 Ok((document::parse(client_id, &fetched.body)?, fetched.caching))
@@ -251,6 +290,7 @@ impl ClientMetadataError {
             ClientMetadataError::Redirected => "redirected",
             ClientMetadataError::NotJson => "not_json",
             ClientMetadataError::Invalid(_) => "invalid",
+            ClientMetadataError::Busy => "busy",
         }
     }
 }

@@ -244,6 +244,12 @@ pub struct ClientMetadataConfig {
     /// A PEM file of root CA certificates trusted in addition to the built-in roots, for
     /// internal hosts. Default: none.
     pub ca_file: Option<PathBuf>,
+    /// Fetches running at once, whatever the URLs; past it a request is refused (not cached).
+    /// Default 8.
+    pub max_concurrent_fetches: usize,
+    /// Fetches per host and minute (each `?1`, `?2`, ... of one host counts); past it a
+    /// request is refused (not cached), so nobody can make us hammer a host. Default 10.
+    pub fetches_per_host_per_minute: u32,
 }
 
 /// The OAuth facade's shared state: pending sign-ins, codes, refresh tokens, revocations.
@@ -906,6 +912,8 @@ impl Default for ClientMetadataConfig {
             failure_ttl: Duration::from_secs(30),
             allow_hosts: Vec::new(),
             ca_file: None,
+            max_concurrent_fetches: 8,
+            fetches_per_host_per_minute: 10,
         }
     }
 }

@@ -41,7 +41,10 @@ pub enum ClientError {
     Expired,
     #[error("client id metadata documents are not accepted here")]
     MetadataDisabled,
-    #[error("client metadata document: {0}")]
+    /// The page says only that the document could not be used: which of unreachable,
+    /// timeout, status or not JSON would make us a port and status scanner of public hosts.
+    /// The log and `authz_client_metadata_fetches_total` keep the detail.
+    #[error("the client's metadata document could not be used")]
     Metadata(#[from] ClientMetadataError),
 }
 

@@ -439,3 +439,43 @@ async fn a_missing_or_empty_ca_file_stops_the_start() {
         "{error:#}"
     );
 }
+
+/// `?1`, `?2`, ... are distinct URLs but one host: at most `fetches_per_host_per_minute` of them
+/// are fetched; and at most `max_concurrent_fetches` run at once. A refused fetch is not
+/// cached (the next request may find room) and is counted as `busy`.
+#[tokio::test]
+async fn fetches_are_bounded_per_host_and_at_once() {
+    let server = MetadataServer::start().await;
+    let settings = ClientMetadataConfig {
+        fetches_per_host_per_minute: 3,
+        ..server.settings()
+    };
+    let fetcher = server.fetcher(&settings);
+    let mut busy = 0;
+    for i in 0..8 {
+        if fetcher.fetch(&server.url(&format!("plain?{i}"))).await == Err(ClientMetadataError::Busy)
+        {
+            busy += 1;
+        }
+    }
+    assert_eq!(server.requests("plain"), 3);
+    assert_eq!(busy, 5);
+
+    let settings = ClientMetadataConfig {
+        max_concurrent_fetches: 2,
+        ..server.settings()
+    };
+    let fetcher = server.fetcher(&settings);
+    let results = futures::future::join_all((0..5).map(|i| {
+        let url = server.url(&format!("slow-once?{i}"));
+        let fetcher = fetcher.clone();
+        async move { fetcher.fetch(&url).await }
+    }))
+    .await;
+    let shed = results
+        .iter()
+        .filter(|r| **r == Err(ClientMetadataError::Busy))
+        .count();
+    assert_eq!(shed, 3, "{results:?}");
+    assert_eq!(server.requests("slow-once"), 2);
+}
