@@ -193,6 +193,7 @@ pub async fn prepare(
             }
             let store = store::open_with_metrics(&store_config, metrics.clone())
                 .context("opening the OAuth store")?;
+            store::check_eviction_policy(&*store).await?;
             let tokens = oauth::token_check(&config, oauth, store.clone(), &secrets).await?;
             authorizer = authorizer.accept_facade_tokens(tokens.clone());
             Some((oauth, store, tokens))

@@ -108,6 +108,34 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// `memory` or `redis`.
     fn backend(&self) -> &'static str;
+
+    /// What the store does when it is full, if it evicts at all: Redis's `maxmemory-policy`.
+    /// `None`: the store never evicts (the memory store refuses instead).
+    fn eviction_policy(&self) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// Refuses a store that may evict keys when full: revocations and the use counters that catch
+/// a replayed code or refresh token live beside everything else, and an evicted one would let
+/// a revoked token or a replay through. `Err` names the problem; a policy that cannot be read
+/// (a managed Redis that hides `INFO`, or Redis down at start) is only a warning.
+pub async fn check_eviction_policy(store: &dyn Store) -> anyhow::Result<()> {
+    match store.eviction_policy().await {
+        Ok(Some(policy)) if policy != "noeviction" => anyhow::bail!(
+            "store.redis: Redis's maxmemory-policy is {policy:?}; authz needs \"noeviction\" \
+             (an evicted revocation or use counter would let a revoked token or a replayed code \
+             through). Give authz a Redis (or database) with maxmemory-policy noeviction"
+        ),
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "store.redis: cannot read Redis's maxmemory-policy; it must be noeviction"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Builds the configured store. The Redis store connects lazily (the first operation connects),
@@ -217,6 +245,9 @@ impl Store for Counted {
     }
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+    fn eviction_policy(&self) -> StoreFuture<'_, Option<String>> {
+        self.inner.eviction_policy()
     }
 }
 

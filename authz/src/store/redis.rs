@@ -350,6 +350,21 @@ impl Store for RedisStore {
     fn backend(&self) -> &'static str {
         BACKEND
     }
+
+    /// From `INFO memory` (managed Redis services that refuse `CONFIG GET` still answer it).
+    fn eviction_policy(&self) -> StoreFuture<'_, Option<String>> {
+        let mut connection = self.connection.clone();
+        self.call("info", async move {
+            let info: String = ::redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut connection)
+                .await?;
+            Ok(info
+                .lines()
+                .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+                .map(|policy| policy.trim().to_string()))
+        })
+    }
 }
 
 /// The connection holds the password; show only where the keys go.

@@ -560,3 +560,39 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|path| path.is_file())
 }
+
+/// A Redis that may evict keys when full is refused: an evicted revocation or use counter would
+/// let a revoked token or a replayed code through. The default policy (noeviction) is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_is_refused() {
+    let server = RedisServer::start();
+    let s = store::open(&store_config(&format!("redis://127.0.0.1:{}", server.port))).unwrap();
+    store::check_eviction_policy(&*s).await.unwrap();
+    assert_eq!(
+        s.eviction_policy().await.unwrap().as_deref(),
+        Some("noeviction")
+    );
+    let mut connection = ::redis::Client::open(format!("redis://127.0.0.1:{}", server.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let error = store::check_eviction_policy(&*s)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("allkeys-lru") && error.contains("noeviction"),
+        "{error}"
+    );
+    // The memory store never evicts.
+    let memory = store::open(&StoreConfig::default()).unwrap();
+    store::check_eviction_policy(&*memory).await.unwrap();
+}
