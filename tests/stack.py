@@ -340,6 +340,7 @@ class Authz:
             f'tokeninfo_url = "{s["issuer"]}/tokeninfo"',
             f'jwks_refetch_interval = "{s.get("jwks_refetch_interval", "1s")}"',
             f'request_timeout = "{s.get("request_timeout", "500ms")}"',
+            *s.get("google_extra", []),
             "[access]",
             f'domains = ["{DOMAIN}"]',
             "[resource]",
