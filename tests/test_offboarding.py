@@ -216,3 +216,20 @@ def test_a_replica_cut_off_from_redis_refuses_our_tokens_then_recovers(tmp_path)
                    timeout=3, what="the metric says the copy is current")
     finally:
         stack.close()
+
+
+def test_when_google_will_not_take_our_refresh_request_the_access_token_checks_the_account(pair):
+    """Google refuses our refresh request for a reason that is not about the user (a 400 that
+    is not invalid_grant: our client, not her account): the account is checked with Google's
+    latest access token instead, while it lives, and a suspension still ends the session."""
+    storage, client_id = sdk_sign_in(pair)
+    pair.standin.fault("error", status=400, endpoints=["token"])
+    try:
+        answer = refresh(pair, storage.tokens.refresh_token, client_id)
+        assert answer.status_code == 200, answer.text
+        pair.standin.add_user(ADA, hd=DOMAIN, suspended=True)
+        refused = refresh(pair, answer.json()["refresh_token"], client_id)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+    finally:
+        pair.standin.fault("ok")
+        restore_ada(pair)

@@ -14,8 +14,10 @@
 //!   session stays as it was.
 //!
 //! Google returns a refresh token on every consent (`prompt=consent`). Should it return none,
-//! the sign-in's Google access token (also encrypted) stands in while it lives: userinfo
-//! refuses the token of a suspended or deleted account. After that the user signs in again.
+//! or refuse our refresh request for a reason that is not about the user (our client is not
+//! allowed offline access), the latest Google access token (also encrypted) stands in while it
+//! lives: userinfo refuses the token of a suspended or deleted account. After that the user
+//! signs in again.
 //!
 //! The Google refresh token never leaves this module in clear: it is encrypted before it is
 //! stored, decrypted only to be sent to Google's token endpoint, and never logged.
@@ -40,8 +42,8 @@ pub struct GoogleLink {
     /// Google's refresh token, encrypted ([`Sealer::encrypt`]).
     #[serde(default)]
     pub sealed_refresh_token: Option<String>,
-    /// Only without a refresh token: Google's access token, encrypted, and its expiry (unix
-    /// seconds).
+    /// Google's latest access token, encrypted, and its expiry (unix seconds): the check when
+    /// the refresh token cannot be used.
     #[serde(default)]
     pub sealed_access_token: Option<String>,
     #[serde(default)]
@@ -54,6 +56,7 @@ pub struct GoogleLink {
 #[derive(Deserialize)]
 struct Refreshed {
     access_token: Option<String>,
+    expires_in: Option<u64>,
     id_token: Option<String>,
     /// Google does not rotate refresh tokens, but may; a new one replaces the old.
     refresh_token: Option<String>,
@@ -75,22 +78,16 @@ impl GoogleLink {
     ) -> Option<GoogleLink> {
         let now = unix_now();
         let seal = |token: &str| sealer.encrypt(Purpose::GoogleRefreshToken, token.as_bytes());
-        match (refresh_token, access_token) {
-            (Some(refresh_token), _) => Some(GoogleLink {
-                sealed_refresh_token: Some(seal(refresh_token)),
-                sealed_access_token: None,
-                access_expires_at: 0,
-                verified_at: now,
-            }),
-            (None, Some(access_token)) => Some(GoogleLink {
-                sealed_refresh_token: None,
-                sealed_access_token: Some(seal(access_token)),
-                // Google's access tokens live an hour; assume less when it does not say.
-                access_expires_at: now + expires_in.unwrap_or(300),
-                verified_at: now,
-            }),
-            (None, None) => None,
+        if refresh_token.is_none() && access_token.is_none() {
+            return None;
         }
+        Some(GoogleLink {
+            sealed_refresh_token: refresh_token.map(seal),
+            sealed_access_token: access_token.map(seal),
+            // Google's access tokens live an hour; assume less when it does not say.
+            access_expires_at: access_token.map_or(0, |_| now + expires_in.unwrap_or(300)),
+            verified_at: now,
+        })
     }
 
     /// The same tie, verified now.
@@ -132,23 +129,43 @@ impl Facade {
                     sign_in_again("the session's Google token cannot be opened (keys rotated)")
                 })
         };
-        let (principal, link) = match (&link.sealed_refresh_token, &link.sealed_access_token) {
-            (Some(sealed), _) => {
-                let refreshed = self.refresh_at_google(&open(sealed)?).await?;
+        let refreshed = match &link.sealed_refresh_token {
+            Some(sealed) => Some(self.refresh_at_google(&open(sealed)?).await?),
+            None => None,
+        };
+        let (principal, link) = match refreshed {
+            Some(Ok(refreshed)) => {
                 let principal = self.verify_refreshed(&refreshed).await?;
-                let rotated = refreshed.refresh_token.as_deref();
-                let link = GoogleLink::new(&sealer, rotated, None, None)
+                let access = refreshed.access_token.as_deref();
+                let mut renewed = GoogleLink::new(&sealer, None, access, refreshed.expires_in)
                     .unwrap_or_else(|| link.verified_now());
-                (principal, link)
+                renewed.sealed_refresh_token = match refreshed.refresh_token.as_deref() {
+                    Some(rotated) => {
+                        Some(sealer.encrypt(Purpose::GoogleRefreshToken, rotated.as_bytes()))
+                    }
+                    None => link.sealed_refresh_token.clone(),
+                };
+                (principal, renewed)
             }
-            (None, Some(sealed)) if link.access_expires_at > unix_now() + 30 => {
+            not_refreshed => {
+                // No refresh token, or Google would not take our refresh request for a reason
+                // that is not about the user: the access token, while it lives.
+                let alive = link.access_expires_at > unix_now() + 30;
+                let Some(sealed) = link.sealed_access_token.as_deref().filter(|_| alive) else {
+                    return Err(match not_refreshed {
+                        Some(Err(why)) => Failure::Unavailable(why),
+                        _ => sign_in_again(no_token),
+                    });
+                };
+                if let Some(Err(why)) = &not_refreshed {
+                    tracing::warn!(problem = %why, "checking the account with Google's access token instead");
+                }
                 let access_token = open(sealed)?;
                 let principal = self
                     .verify_google(Credential::Opaque(&access_token))
                     .await?;
                 (principal, link.verified_now())
             }
-            (None, _) => return Err(sign_in_again(no_token)),
         };
         if principal.sub() != user.sub {
             return Err(Failure::Denied(
@@ -169,7 +186,12 @@ impl Facade {
     }
 
     /// `grant_type=refresh_token` at Google's token endpoint with our confidential client.
-    async fn refresh_at_google(&self, refresh_token: &str) -> Result<Refreshed, Failure> {
+    /// `Ok(Err(why))`: Google refused the request for a reason that is not about the user (a
+    /// 4xx other than `invalid_grant` and 429).
+    async fn refresh_at_google(
+        &self,
+        refresh_token: &str,
+    ) -> Result<Result<Refreshed, String>, Failure> {
         let endpoints = self
             .google
             .sign_in_endpoints()
@@ -193,6 +215,7 @@ impl Facade {
             return response
                 .json()
                 .await
+                .map(Ok)
                 .map_err(|e| Failure::Unavailable(format!("Google token response: {e}")));
         }
         let error = response
@@ -212,12 +235,15 @@ impl Facade {
             ));
         }
         // Anything else is not about the user: Google is down, or refuses our own client.
+        let why = format!(
+            "Google token endpoint answered {status} {}",
+            error.as_deref().unwrap_or("")
+        );
         if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
             tracing::error!(%status, error = error.as_deref().unwrap_or(""), "Google refused our refresh request");
+            return Ok(Err(why));
         }
-        Err(Failure::Unavailable(format!(
-            "Google token endpoint answered {status}"
-        )))
+        Err(Failure::Unavailable(why))
     }
 
     /// The account Google's refresh answer describes: its ID token, or else userinfo.
