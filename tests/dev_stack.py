@@ -70,7 +70,7 @@ Group policies (stand-in Workspace: platform@ = ada + sre@; sre@ = grace; bob in
 /grafana/mcp needs platform@, and delete_* tools need sre@:
   ada lists dashboards -> 200
   {mcp} -H 'Authorization: Bearer {ada}' -d '{call % ("list_dashboards", "{}")}' https://localhost:{port}/grafana/mcp
-  ada deletes one -> 403 insufficient_scope (policy grafana, rule destructive)
+  ada deletes one -> 403 access_denied (policy grafana)
   {mcp} -i -H 'Authorization: Bearer {ada}' -d '{call % ("delete_dashboard", '{"name":"latency"}')}' https://localhost:{port}/grafana/mcp
   grace deletes one -> 200
   {mcp} -H 'Authorization: Bearer {grace}' -d '{call % ("delete_dashboard", '{"name":"latency"}')}' https://localhost:{port}/grafana/mcp

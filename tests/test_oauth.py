@@ -34,8 +34,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from browser import google_sign_in
-from stack import (ADA, BOB, CONSUMER, PLATFORM, SRE, Authz, Envoy, McpUpstream, Process, StandIn,
-                   demo_workspace, free_port, oauth_config, set_demo_groups, wait_until)
+from stack import (ADA, BOB, CONSUMER, PLATFORM, SRE, Authz, EchoUpstream, Envoy, McpUpstream, Process,
+                   StandIn, demo_workspace, free_port, oauth_config, set_demo_groups, wait_until)
 
 SEALING_KEY = secrets.token_hex(32)
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -52,7 +52,11 @@ class OAuthStack:
     """Stand-in + demo MCP server + N authz replicas (+ Redis when N > 1) + Envoy."""
 
     def __init__(self, workdir, replicas: int = 1, groups: bool = True, allow_ttl: str = "5m",
-                 membership_ttl: str = "1s", oauth_settings: dict | None = None):
+                 membership_ttl: str = "1s", oauth_settings: dict | None = None,
+                 upstream: str = "mcp", authz_settings: dict | None = None, policy_extra: str = ""):
+        """`oauth_settings` are [oauth] keys as TOML values (they override the test defaults,
+        e.g. the 3 s access tokens); `upstream` is "mcp" (the demo MCP server) or "echo";
+        `authz_settings` are further Authz settings (cache bounds, TTLs, `google_extra`)."""
         self.processes, self.authz, self.envoy, self.upstream, self.redis = [], [], None, None, None
         self.workdir = workdir
         try:
@@ -69,14 +73,16 @@ class OAuthStack:
                 redis_port = self.redis_port = free_port()
                 self.redis = self.start_redis()
                 store = f'[store]\nbackend = "redis"\nrevocation_poll = "200ms"\n[store.redis]\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
-            oauth = oauth_config(self.standin, self.origin, signing_keys=f"'''{signing_key_pem()}'''",
-                                 sealing_keys=f'"{SEALING_KEY}"', access_token_ttl=f'"{ACCESS_TTL}s"',
-                                 **(oauth_settings or {}))
+            oauth = oauth_config(self.standin, self.origin, **{
+                "signing_keys": f"'''{signing_key_pem()}'''", "sealing_keys": f'"{SEALING_KEY}"',
+                "access_token_ttl": f'"{ACCESS_TTL}s"', **(oauth_settings or {})})
             if groups:
                 oauth += f'[policies.default]\ngroups = ["{PLATFORM}"]\n'
+            oauth += policy_extra
             settings.update(issuer=self.standin.url, resource_url=self.resource, allow_ttl=allow_ttl,
                             extra_config=oauth + store + settings["extra_config"])
-            self.upstream = McpUpstream(workdir)
+            settings.update(authz_settings or {})
+            self.upstream = McpUpstream(workdir) if upstream == "mcp" else EchoUpstream()
             for index in range(replicas):
                 replica_dir = workdir / f"authz{index}"
                 replica_dir.mkdir()

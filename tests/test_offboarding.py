@@ -233,3 +233,66 @@ def test_when_google_will_not_take_our_refresh_request_the_access_token_checks_t
     finally:
         pair.standin.fault("ok")
         restore_ada(pair)
+
+
+@pytest.fixture(scope="module")
+def tool_rule(tmp_path_factory):
+    """One replica whose default policy refuses delete_* tools to everybody."""
+    rule = ('[[policies.default.rules]]\nname = "destructive"\nmethods = ["tools/call"]\n'
+            'tools = ["delete_*"]\ndeny = true\n')
+    stack = OAuthStack(tmp_path_factory.mktemp("tool-rule"), policy_extra=rule)
+    yield stack
+    stack.close()
+
+
+def test_a_refused_tool_call_is_an_error_not_a_new_sign_in(tool_rule):
+    """A 403 that no consent could fix carries no insufficient_scope challenge, so the official
+    client reports the refusal instead of sending the user back to the browser (MCP 2026-07-28,
+    scope challenge handling)."""
+    stack = tool_rule
+    storage = MemoryStorage()
+    sign_ins = []
+
+    async def redirect_handler(url: str) -> None:
+        sign_ins.append(url)
+
+    async def callback_handler() -> AuthorizationCodeResult:
+        answer = await asyncio.to_thread(stack.sign_in, sign_ins[-1])
+        return AuthorizationCodeResult(code=answer["code"], state=answer.get("state"), iss=answer.get("iss"))
+
+    provider = OAuthClientProvider(
+        server_url=stack.resource,
+        client_metadata=OAuthClientMetadata(
+            client_name="tool rule test", redirect_uris=[REDIRECT],
+            grant_types=["authorization_code", "refresh_token"], response_types=["code"],
+            token_endpoint_auth_method="none", scope="mcp"),
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+    tls = ssl.create_default_context(cafile=str(stack.envoy.cert))
+    statuses = []
+
+    async def record(response):
+        statuses.append(response.status_code)
+
+    async def session():
+        async with httpx2.AsyncClient(auth=provider, verify=tls, timeout=20,
+                                      event_hooks={"response": [record]}) as http:
+            async with streamable_http_client(stack.resource, http_client=http) as streams:
+                async with ClientSession(streams[0], streams[1]) as mcp:
+                    await mcp.initialize()
+                    allowed = await mcp.call_tool("whoami", {})
+                    try:
+                        refused = await mcp.call_tool("delete_dashboard", {"name": "x"})
+                    except Exception as error:  # the SDK may raise instead of returning an error result
+                        refused = error
+                    return allowed, refused
+
+    allowed, refused = asyncio.run(session())
+    assert not allowed.is_error
+    assert 403 in statuses, statuses
+    assert isinstance(refused, Exception) or refused.is_error, refused
+    assert len(sign_ins) == 1, "the refusal sent the user back to sign in"
+    body = stack.envoy.request("POST", "/mcp", token=storage.tokens.access_token, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "delete_dashboard", "arguments": {}}},
+        headers={"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-06-18"})
+    assert body.status_code == 403 and "www-authenticate" not in body.headers
+    assert body.json()["error"] == "access_denied" and body.json()["policy"] == "default"

@@ -262,16 +262,16 @@ impl Responses {
                 response
             }
             // The body names the policy so a user can ask for the right access; never the
-            // groups, which would tell an outsider whom to phish.
+            // groups, which would tell an outsider whom to phish. No `insufficient_scope`
+            // challenge: MCP clients answer it with a new sign-in, and no consent can grant a
+            // domain, a group or a tool rule (MCP 2026-07-28, scope challenge handling), so it
+            // would only send the user round the browser for nothing.
             Verdict::Forbidden(_, refusal) => self.denied(
                 HttpStatusCode::Forbidden,
                 Status::permission_denied(refusal.why.reason()),
-                format!(
-                    r#"Bearer error="insufficient_scope", resource_metadata="{}""#,
-                    self.resource_metadata
-                ),
+                None,
                 ErrorBody {
-                    error: "insufficient_scope",
+                    error: "access_denied",
                     description: &refusal.why.to_string(),
                     policy: Some(&refusal.policy),
                 },
@@ -281,10 +281,10 @@ impl Responses {
             )) => self.denied(
                 HttpStatusCode::BadRequest,
                 Status::invalid_argument(error.reason()),
-                format!(
+                Some(format!(
                     r#"Bearer resource_metadata="{}", error="invalid_request""#,
                     self.resource_metadata
-                ),
+                )),
                 ErrorBody::new("invalid_request", &error.to_string()),
             ),
             Verdict::Unauthenticated(why) => {
@@ -309,7 +309,7 @@ impl Responses {
                 self.denied(
                     HttpStatusCode::Unauthorized,
                     Status::unauthenticated(decision.verdict.reason()),
-                    challenge,
+                    Some(challenge),
                     ErrorBody::new(error, &description),
                 )
             }
@@ -320,14 +320,16 @@ impl Responses {
         &self,
         http_status: HttpStatusCode,
         grpc_status: Status,
-        challenge: String,
+        challenge: Option<String>,
         body: ErrorBody<'_>,
     ) -> CheckResponse {
         let mut denied = DeniedHttpResponseBuilder::new();
         let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+        denied.set_http_status(http_status);
+        if let Some(challenge) = challenge {
+            denied.add_header("www-authenticate", challenge, overwrite, false);
+        }
         denied
-            .set_http_status(http_status)
-            .add_header("www-authenticate", challenge, overwrite, false)
             .add_header("content-type", "application/json", overwrite, false)
             .add_header("cache-control", "no-store", overwrite, false)
             .set_body(body.render());

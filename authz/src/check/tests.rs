@@ -175,7 +175,7 @@ fn token_in_query_is_400_invalid_request() {
 }
 
 #[test]
-fn forbidden_is_403_insufficient_scope_naming_the_policy_not_the_groups() {
+fn forbidden_is_a_plain_403_naming_the_policy_not_the_groups() {
     let response = render(Verdict::Forbidden(
         principal(Some("a@example.com")),
         refusal(Forbidden::NotInGroups),
@@ -186,11 +186,15 @@ fn forbidden_is_403_insufficient_scope_naming_the_policy_not_the_groups() {
     );
     let (status, headers, body) = denied(&response);
     assert_eq!(status, 403);
-    assert_eq!(
-        headers["www-authenticate"],
-        format!(r#"Bearer error="insufficient_scope", resource_metadata="{METADATA}""#)
+    // No challenge: an MCP client would answer insufficient_scope with a futile new sign-in.
+    assert!(!headers.contains_key("www-authenticate"), "{headers:?}");
+    assert_eq!(body["error"], "access_denied");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("group")
     );
-    assert_eq!(body["error"], "insufficient_scope");
     assert_eq!(body["policy"], "grafana");
     assert!(!body.to_string().contains("sre@"), "{body}");
 }

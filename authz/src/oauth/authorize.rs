@@ -389,7 +389,10 @@ impl Facade {
 }
 
 fn client_error_page(error: &ClientError) -> Response {
-    tracing::info!(?error, "authorization request from an unknown client refused");
+    tracing::info!(
+        ?error,
+        "authorization request from an unknown client refused"
+    );
     bad_request(&format!("This application cannot sign in here: {error}."))
 }
 
