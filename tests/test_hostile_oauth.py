@@ -12,6 +12,8 @@ import secrets
 import pytest
 import requests
 
+from browser import google_sign_in
+from stack import ADA
 from test_oauth import REDIRECT, OAuthStack, query_of
 
 MAX_PENDING = 40
@@ -45,7 +47,12 @@ def test_a_replayed_consent_form_stores_one_sign_in(stack):
     replays = [post_consent(stack, browser, fields) for _ in range(20)]
     assert {r.status_code for r in replays} == {400}, {r.status_code for r in replays}
     assert "already used" in replays[0].text
-    # The first one still completes.
+    # The first one still completes; after it, the form is still used up.
+    back_at_us = google_sign_in(browser, first.headers["location"], ADA)
+    to_client = browser.get(back_at_us, allow_redirects=False, timeout=10)
+    assert to_client.status_code == 302 and "code" in query_of(to_client.headers["location"])
+    again = post_consent(stack, browser, fields)
+    assert again.status_code == 400 and "already used" in again.text
     issued = stack.tokens(client_id)
     assert stack.mcp_status(issued["access_token"]) == 200
 

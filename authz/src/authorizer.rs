@@ -221,15 +221,19 @@ impl Authorizer {
     /// Off-boarding: forgets every verdict, identity and membership cached about `email`
     /// (case-insensitive), so the user's next request is decided afresh.
     pub async fn invalidate_user(&self, email: &str) -> Invalidated {
+        // Bumped before and after clearing: any fill that overlaps the clearing sees a change
+        // and removes what it stored (see `lookup` and `identity`).
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         let groups = self.rules.load_full().groups.clone();
         // Memberships first: a verdict fill racing with this then finds no cached "member".
         let memberships = groups.map_or(0, |groups| groups.invalidate_user(email));
-        Invalidated {
+        let invalidated = Invalidated {
             verdicts: self.verdicts.invalidate_email(email).await,
             identities: self.identities.invalidate_email(email).await,
             memberships,
-        }
+        };
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        invalidated
     }
 
     /// Figures for the verdict, identity and (when configured) membership caches.
@@ -331,11 +335,18 @@ impl Authorizer {
                 other => other,
             }
         };
+        let epoch = self.invalidations.load(Ordering::SeqCst);
         match self.verdicts.get_or_verify(key, fill).await {
-            Ok((verdict, hit)) => Ok(Decision {
-                verdict,
-                cache: if hit { CacheUse::Hit } else { CacheUse::Miss },
-            }),
+            Ok((verdict, hit)) => {
+                if !hit && self.invalidations.load(Ordering::SeqCst) != epoch {
+                    // Decided while a user was being invalidated: used once, not kept.
+                    self.verdicts.invalidate(&key).await;
+                }
+                Ok(Decision {
+                    verdict,
+                    cache: if hit { CacheUse::Hit } else { CacheUse::Miss },
+                })
+            }
             Err(unstored) => match &*unstored {
                 Unstored::Backend(error) => Err(error.clone()),
                 Unstored::Uncacheable(verdict) => Ok(Decision {
@@ -469,10 +480,16 @@ impl Authorizer {
                 &self.facade_keys_fingerprint(),
             ],
         );
+        let epoch = self.invalidations.load(Ordering::SeqCst);
         let lookup = self
             .identities
             .get_or_verify(key, || self.verify(credential));
         let looked_up = lookup.await;
+        if matches!(looked_up, Ok((_, false))) && self.invalidations.load(Ordering::SeqCst) != epoch
+        {
+            // Verified while a user was being invalidated: used once, not kept.
+            self.identities.invalidate(&key).await;
+        }
         let result = match looked_up {
             Ok((_, true)) => CacheResult::Hit,
             _ => CacheResult::Miss,

@@ -375,7 +375,16 @@ impl Metrics {
             Ok(response) if response.status() == reqwest::StatusCode::FORBIDDEN => {
                 let status = response.status();
                 let headers = response.headers().clone();
-                let body = response.bytes().await?;
+                // Google's error bodies are small; read at most 64 KiB of one.
+                let mut response = response;
+                let mut body = Vec::new();
+                while let Some(chunk) = response.chunk().await? {
+                    body.extend_from_slice(&chunk[..chunk.len().min(64 * 1024 - body.len())]);
+                    if body.len() >= 64 * 1024 {
+                        break;
+                    }
+                }
+                let body = axum::body::Bytes::from(body);
                 let quota = is_quota_body(&String::from_utf8_lossy(&body));
                 let mut rebuilt = axum::http::Response::new(body);
                 *rebuilt.status_mut() = status;

@@ -7,8 +7,10 @@
 //! still safe, because a path that is not in normal form is refused (400) here.
 
 /// `path` (with its query) is in normal form: it is empty or starts with `/`, has no empty,
-/// `.` or `..` segment, no backslash, and no percent-encoding of an unreserved character, a
-/// slash or a backslash (nor a malformed one). The query is not looked at.
+/// `.` or `..` segment, no backslash, no `;` (Java servers drop `;params` and read `..;` as
+/// `..`), and no percent-encoding of an unreserved character, a slash, a backslash, a `%` (a
+/// double encoding) or a byte no UTF-8 text has (overlong `%C0%AE`), nor a malformed one. The
+/// query is not looked at.
 pub fn is_normal(path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     if path.is_empty() {
@@ -17,7 +19,7 @@ pub fn is_normal(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
-    if path.contains('\\') {
+    if path.contains(['\\', ';']) {
         return false;
     }
     // The root, or segments that are neither empty (except a trailing slash), `.` nor `..`.
@@ -43,7 +45,8 @@ fn escapes_are_needed(path: &str) -> bool {
             };
             let decoded = u8::try_from(high * 16 + low).unwrap_or(0);
             let unreserved = decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded);
-            if unreserved || decoded == b'/' || decoded == b'\\' {
+            let confusing = b"/\\%;".contains(&decoded) || matches!(decoded, 0xC0 | 0xC1 | 0xF5..);
+            if unreserved || confusing {
                 return false;
             }
             i += 3;

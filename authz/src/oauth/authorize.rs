@@ -222,23 +222,27 @@ pub async fn consent_given(
     let Some(endpoints) = facade.google.sign_in_endpoints() else {
         return unavailable_page();
     };
-    // Our state at Google is a MAC of the consent form: a form posted twice maps to one
-    // pending sign-in, so the form works once and a replayed post stores nothing.
-    let google_state = facade
-        .sealer
-        .get()
-        .tag_text(Purpose::ConsentState, form.request.as_bytes());
+    // Our state at Google is a MAC of the consent form and this browser: a form posted twice
+    // maps to one pending sign-in, which stays stored (used or not) until the form expires, so
+    // the form works once and a replayed post stores nothing.
     let browser_hash = hex_sha256(browser.as_bytes());
+    let google_state = facade.sealer.get().tag_text(
+        Purpose::ConsentState,
+        format!("{browser_hash}.{}", form.request).as_bytes(),
+    );
     let ttl = facade.settings.sign_in_ttl;
-    if let Err(full) = facade.pending.admit(&google_state, &browser_hash, ttl) {
-        tracing::warn!(event = "sign_in_refused", reason = ?full, "too many sign-ins in progress");
-        return page::error_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-ins in progress",
-            "Too many sign-ins are waiting for Google right now. Finish or close the others, \
-             or try again in a few minutes.",
-        );
-    }
+    let counted = match facade.pending.admit(&google_state, &browser_hash, ttl) {
+        Ok(counted) => counted,
+        Err(full) => {
+            tracing::warn!(event = "sign_in_refused", reason = ?full, "too many sign-ins in progress");
+            return page::error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-ins in progress",
+                "Too many sign-ins are waiting for Google right now. Finish or close the \
+                 others, or try again in a few minutes.",
+            );
+        }
+    };
     let nonce = random_token();
     let verifier = random_token();
     let pending = PendingSignIn {
@@ -254,6 +258,10 @@ pub async fn consent_given(
     {
         Ok(true) => {}
         Ok(false) => {
+            if counted {
+                // Used already, through another replica: nothing was stored here.
+                facade.pending.release(&google_state);
+            }
             return bad_request(
                 "This consent form was already used; start again from the application.",
             );

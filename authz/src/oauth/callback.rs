@@ -65,10 +65,7 @@ pub async fn callback(
         );
     };
     let pending = match facade.sessions.take_pending(state).await {
-        Ok(Some(pending)) => {
-            facade.pending.release(state);
-            pending
-        }
+        Ok(Some(pending)) => pending,
         Ok(None) => {
             return page::error_page(
                 StatusCode::BAD_REQUEST,

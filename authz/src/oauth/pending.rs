@@ -6,8 +6,9 @@
 //! cookie; past either, a new sign-in is refused (a page asking to wait), and nothing else is
 //! affected: codes, refreshes and revocations live under their own bound (a store of their
 //! own with the memory backend; with Redis, every pending sign-in expires within
-//! `sign_in_ttl`, so this bound caps the keys too). A pending sign-in leaves the count when
-//! Google's callback takes it here, or when it expires.
+//! `sign_in_ttl`, so this bound caps the keys too). A pending sign-in stays stored, used or
+//! not, until it expires (that is what makes its consent form single use), so it stays
+//! counted until then too.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -48,14 +49,15 @@ impl PendingBudget {
         }
     }
 
-    /// Counts a new pending sign-in of `browser` under `state` for `ttl`, if there is room.
-    pub fn admit(&self, state: &str, browser: &str, ttl: Duration) -> Result<(), Full> {
+    /// Counts a new pending sign-in of `browser` under `state` for `ttl`, if there is room;
+    /// `Ok(false)` when `state` is counted already (the same consent form again).
+    pub fn admit(&self, state: &str, browser: &str, ttl: Duration) -> Result<bool, Full> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         inner.prune(now);
         if inner.live.contains_key(state) {
             // The same consent form again: counted once (the store refuses the second).
-            return Ok(());
+            return Ok(false);
         }
         if inner.live.len() >= self.max {
             return Err(Full::Replica);
@@ -69,10 +71,11 @@ impl PendingBudget {
             .insert(state.to_owned(), (browser.to_owned(), expires));
         *inner.per_browser.entry(browser.to_owned()).or_default() += 1;
         inner.order.push_back((expires, state.to_owned()));
-        Ok(())
+        Ok(true)
     }
 
-    /// The sign-in under `state` is over (its callback came, or saving it failed).
+    /// The sign-in under `state` was not stored after all (a store error, or a form already
+    /// used, seen first by another replica).
     pub fn release(&self, state: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.remove(state);
@@ -135,7 +138,7 @@ mod tests {
             Err(Full::Browser)
         );
         // The same form again is not a second sign-in.
-        budget.admit("a1", "browser-a", minute).unwrap();
+        assert_eq!(budget.admit("a1", "browser-a", minute), Ok(false));
         for i in 0..5 {
             budget.admit(&format!("b{i}"), "browser-b", minute).unwrap();
         }

@@ -17,7 +17,8 @@
 //! or refuse our refresh request for a reason that is not about the user (our client is not
 //! allowed offline access), the latest Google access token (also encrypted) stands in while it
 //! lives: userinfo refuses the token of a suspended or deleted account. After that the user
-//! signs in again.
+//! signs in again, unless Google refuses our own client (`invalid_client`,
+//! `unauthorized_client`): that is a 503 until the operator fixes the client.
 //!
 //! The Google refresh token never leaves this module in clear: it is encrypted before it is
 //! stored, decrypted only to be sent to Google's token endpoint, and never logged.
@@ -153,7 +154,10 @@ impl Facade {
                 let alive = link.access_expires_at > unix_now() + 30;
                 let Some(sealed) = link.sealed_access_token.as_deref().filter(|_| alive) else {
                     return Err(match not_refreshed {
-                        Some(Err(why)) => Failure::Unavailable(why),
+                        // Google refuses our own client: not the user's doing; a 503 until the
+                        // operator fixes the client, with the session kept.
+                        Some(Err(why)) if is_our_client(&why) => Failure::Unavailable(why),
+                        Some(Err(why)) => sign_in_again(&why),
                         _ => sign_in_again(no_token),
                     });
                 };
@@ -223,7 +227,13 @@ impl Facade {
             .await
             .ok()
             .and_then(|body| body.error);
-        if status.is_client_error() && error.as_deref() == Some("invalid_grant") {
+        // invalid_grant: suspended, deleted, or consent withdrawn; admin_policy_enforced and
+        // access_denied: the Workspace admin no longer lets this user use our client.
+        let about_the_user = matches!(
+            error.as_deref(),
+            Some("invalid_grant" | "admin_policy_enforced" | "access_denied")
+        );
+        if status.is_client_error() && about_the_user {
             tracing::info!(
                 event = "google_refresh_refused",
                 "Google no longer honours a session's sign-in"
@@ -273,4 +283,10 @@ impl Facade {
             Err(VerifyError::Backend(error)) => Err(Failure::Unavailable(error.to_string())),
         }
     }
+}
+
+/// Whether a refused refresh request names our own client as the problem (a wrong secret, a
+/// client not allowed this grant), as opposed to the request or grant itself.
+fn is_our_client(why: &str) -> bool {
+    why.contains("invalid_client") || why.contains("unauthorized_client")
 }

@@ -100,10 +100,14 @@ impl Sessions {
         self.pending.insert(&key("signin", state), bytes, ttl).await
     }
 
-    /// The pending sign-in for `state`, removed: a state works once.
+    /// The pending sign-in for `state`, used up: a state works once. It stays stored (as
+    /// used) until it expires, so the consent form it came from cannot start another sign-in
+    /// under the same state either.
     pub async fn take_pending(&self, state: &str) -> Result<Option<PendingSignIn>, StoreError> {
-        let value = self.pending.take(&key("signin", state)).await?;
-        Ok(value.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+        let claimed = self.pending.claim(&key("signin", state)).await?;
+        Ok(claimed
+            .filter(|claimed| claimed.earlier_uses == 0)
+            .and_then(|claimed| serde_json::from_slice(&claimed.value).ok()))
     }
 
     /// Stores a code, and indexes its session under the user at once: off-boarding that runs
@@ -201,7 +205,11 @@ impl Sessions {
         for session in &sessions {
             self.revoke(session, expires).await?;
         }
-        let remembered = self.access_token_ttl + Duration::from_secs(120);
+        // Kept a day: longer than anything a replica caches about the user (verdicts,
+        // identities, memberships and their stale bound all live minutes), so a replica cut
+        // off from the store for less than that still reads it when it comes back.
+        let remembered =
+            (self.access_token_ttl + Duration::from_secs(120)).max(Duration::from_secs(24 * 3600));
         self.revocations.invalidate_user(email, remembered).await?;
         Ok(sessions.len() as u64)
     }

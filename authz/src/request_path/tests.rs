@@ -33,6 +33,11 @@ fn paths_the_upstream_reads_differently_are_not_normal() {
         "/%4",
         "/%zz",
         "tools/mcp",
+        "/tools;x/mcp",
+        "/public/..;/tools/mcp",
+        "/tools%3Bx/mcp",
+        "/%2574ools/mcp",
+        "/%C0%AE%C0%AE/tools",
     ] {
         assert!(!is_normal(confused), "{confused:?} is not normal");
     }
