@@ -107,6 +107,8 @@ pub async fn callback(
     let Some(code) = query.code.as_deref() else {
         return back("access_denied", "Google returned no code");
     };
+    // Before Google is asked: an off-boarding from this moment on refuses the code.
+    let checked_at = crate::store::unix_ms();
     let (user, google) = match facade.sign_in(code, &pending).await {
         Ok(signed_in) => signed_in,
         Err(Failure::Denied(why)) => return back("access_denied", &why),
@@ -128,6 +130,7 @@ pub async fn callback(
         session: random_token(),
         session_expires: now + facade.settings.session_ttl.as_secs(),
         google,
+        checked_at,
     };
     let our_code = random_token();
     if let Err(error) = facade

@@ -39,6 +39,10 @@ pub struct CodeGrant {
     /// Google's refresh token for the account, encrypted, to check it again at refresh.
     #[serde(default)]
     pub google: Option<GoogleLink>,
+    /// Unix ms when the sign-in asked Google about the account: a user invalidated at or after
+    /// it cannot exchange the code.
+    #[serde(default)]
+    pub checked_at: u64,
 }
 
 /// What a refresh token stands for.
@@ -199,9 +203,20 @@ impl Sessions {
     /// included, see [`Sessions::save_code`]) and tells every replica to drop what it cached
     /// about the user; returns how many sessions.
     pub async fn revoke_user(&self, email: &str, session_ttl: Duration) -> Result<u64, StoreError> {
+        // First the time: a sign-in whose Google check came before it, and whose code is
+        // stored after the index is read below, is refused when its code is exchanged.
+        let now = crate::principal::unix_now();
+        self.store.remove(&user_invalidated_key(email)).await?;
+        self.store
+            .insert(
+                &user_invalidated_key(email),
+                crate::store::unix_ms().to_string().into_bytes(),
+                Duration::from_secs(24 * 3600),
+            )
+            .await?;
         let index = format!("user-sessions:{}", email.to_lowercase());
         let sessions = self.store.set_members(&index).await?;
-        let expires = crate::principal::unix_now() + session_ttl.as_secs();
+        let expires = now + session_ttl.as_secs();
         for session in &sessions {
             self.revoke(session, expires).await?;
         }
@@ -212,6 +227,12 @@ impl Sessions {
             (self.access_token_ttl + Duration::from_secs(120)).max(Duration::from_secs(24 * 3600));
         self.revocations.invalidate_user(email, remembered).await?;
         Ok(sessions.len() as u64)
+    }
+
+    /// When `email` was last off-boarded (unix ms), within the last day.
+    pub async fn user_invalidated_at(&self, email: &str) -> Result<Option<u64>, StoreError> {
+        let value = self.store.get(&user_invalidated_key(email)).await?;
+        Ok(value.and_then(|bytes| String::from_utf8(bytes).ok()?.parse().ok()))
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -246,6 +267,10 @@ impl Sessions {
                 replayed: claimed.earlier_uses > 0,
             }))
     }
+}
+
+fn user_invalidated_key(email: &str) -> String {
+    format!("user-invalidated:{}", email.to_lowercase())
 }
 
 /// The store key for a secret value of some kind: never the value itself.

@@ -133,7 +133,8 @@ impl Facade {
                 "code_verifier does not match the code_challenge",
             ));
         }
-        // Off-boarding may have revoked the session between the sign-in and this exchange.
+        // Off-boarding may have revoked the session between the sign-in and this exchange, or
+        // run while the sign-in was asking Google (before its session was indexed).
         if self
             .sessions
             .is_revoked(&grant.session)
@@ -141,6 +142,14 @@ impl Facade {
             .map_err(store_down)?
         {
             return Err(invalid_grant("the session was revoked; sign in again"));
+        }
+        let invalidated = self
+            .sessions
+            .user_invalidated_at(&grant.user.email)
+            .await
+            .map_err(store_down)?;
+        if invalidated.is_some_and(|at| at >= grant.checked_at) {
+            return Err(invalid_grant("the account was off-boarded; sign in again"));
         }
         self.check_resource(form)?;
         let refresh = RefreshGrant {
