@@ -18,7 +18,7 @@ use crate::{
     cache::{self, CacheKey, Identity, IdentityCache, Stats, VerdictCache},
     config::Config,
     credentials::{self, Credential},
-    google::{BackendError, Google, TokenError, VerifyError},
+    google::{BackendError, Google, Seen, TokenError, VerifyError},
     metrics::{CacheName, CacheResult, Metrics},
     oauth::{TokenCheck, access_token},
     policy::{
@@ -124,6 +124,9 @@ pub struct Authorizer {
     metrics: Arc<Metrics>,
     /// Our OAuth facade's tokens, accepted beside Google's when the facade is on.
     facade: Option<TokenCheck>,
+    /// Access tokens that verified (hashed keys, an hour: Google's access tokens live at most
+    /// that long). Only valid tokens get here, so a caller without one cannot grow it.
+    seen_tokens: moka::future::Cache<CacheKey, ()>,
     /// Bumped by every user invalidation. A verdict whose fill began before a bump is used
     /// but not cached: it may rest on what the invalidation meant to forget.
     invalidations: AtomicU64,
@@ -165,6 +168,10 @@ impl Authorizer {
             rules: ArcSwap::from_pointee(Rules::new(config, groups)),
             metrics,
             facade: None,
+            seen_tokens: moka::future::Cache::builder()
+                .max_capacity(config.cache.max_entries)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
             invalidations: AtomicU64::new(0),
         }
     }
@@ -530,8 +537,21 @@ impl Authorizer {
                 return Ok(verified.map(|claims| Arc::new(access_token::principal(claims))));
             }
         }
-        match self.google.verify(credential).await {
-            Ok(principal) => Ok(Ok(Arc::new(principal))),
+        // Access tokens verified before skip the bound on never-seen tokens: their cached
+        // identity expired (allow_ttl), they are not new, and a junk spray must not shed them.
+        let seen_key = cache::key(credential.token(), &[b"seen"]);
+        let seen = if self.seen_tokens.contains_key(&seen_key) {
+            Seen::Before
+        } else {
+            Seen::New
+        };
+        match self.google.verify_seen(credential, seen).await {
+            Ok(principal) => {
+                if matches!(credential, Credential::Opaque(_)) {
+                    self.seen_tokens.insert(seen_key, ()).await;
+                }
+                Ok(Ok(Arc::new(principal)))
+            }
             Err(VerifyError::Token(error)) => Ok(Err(error)),
             Err(VerifyError::Backend(error)) => Err(error),
         }

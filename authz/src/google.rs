@@ -159,6 +159,13 @@ struct Discovered {
     sign_in: Option<SignInEndpoints>,
 }
 
+/// Whether a token is known to have been valid before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    New,
+    Before,
+}
+
 /// Google's OAuth endpoints for signing a user in, from discovery.
 #[derive(Debug, Clone)]
 pub struct SignInEndpoints {
@@ -205,7 +212,19 @@ impl Google {
     }
 
     /// Verifies a credential and returns who it speaks for. Domain policy is not applied here.
+    /// An access token counts against the bound on never-seen tokens.
     pub async fn verify(&self, credential: Credential<'_>) -> Result<Principal, VerifyError> {
+        self.verify_seen(credential, Seen::New).await
+    }
+
+    /// [`Google::verify`] for a token known to have been valid (verified before, or held by
+    /// a signed-in session): not subject to the bound on never-seen tokens, so a spray of junk
+    /// tokens cannot shed the users whose cached identity just expired.
+    pub async fn verify_seen(
+        &self,
+        credential: Credential<'_>,
+        seen: Seen,
+    ) -> Result<Principal, VerifyError> {
         let discovered = self.discovered.get().ok_or_else(|| BackendError {
             endpoint: Endpoint::Discovery,
             problem: "OpenID discovery has not completed yet".into(),
@@ -215,7 +234,11 @@ impl Google {
                 id_token::verify(token, &discovered.jwks, &self.settings).await
             }
             Credential::Opaque(token) => {
-                let _permit = self.new_tokens.admit().map_err(|shed| {
+                let admitted = match seen {
+                    Seen::Before => None,
+                    Seen::New => Some(self.new_tokens.admit()),
+                };
+                let _permit = admitted.transpose().map_err(|shed| {
                     self.metrics.verification_shed(shed.as_str());
                     BackendError {
                         endpoint: Endpoint::Tokeninfo,

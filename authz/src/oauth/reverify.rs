@@ -272,7 +272,12 @@ impl Facade {
 
     /// A Google token's account; a refused token means Google no longer vouches for it.
     async fn verify_google(&self, credential: Credential<'_>) -> Result<Principal, Failure> {
-        match self.google.verify(credential).await {
+        // A signed-in session's token: not subject to the bound on never-seen tokens.
+        match self
+            .google
+            .verify_seen(credential, crate::google::Seen::Before)
+            .await
+        {
             Ok(principal) => Ok(principal),
             Err(VerifyError::Token(error)) => {
                 tracing::warn!(reason = error.reason(), "Google's refreshed token refused");
