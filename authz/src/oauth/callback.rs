@@ -167,27 +167,14 @@ impl Facade {
         code: &str,
         pending: &PendingSignIn,
     ) -> Result<(User, Option<GoogleLink>), Failure> {
-        let endpoints = self
-            .google
-            .sign_in_endpoints()
-            .ok_or_else(|| Failure::Unavailable("Google discovery not done".into()))?;
         let callback = self.settings.callback_url();
-        let client_secret = self.google_client_secret.current();
-        let form = [
+        let grant = [
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", &callback),
-            ("client_id", &self.settings.google_client_id),
-            ("client_secret", client_secret.expose()),
             ("code_verifier", &pending.verifier),
         ];
-        let response = self
-            .http
-            .post(endpoints.token)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| Failure::Unavailable(format!("Google token endpoint: {e}")))?;
+        let response = self.google_token_endpoint(&grant).await?;
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(Failure::Unavailable(format!(
@@ -243,6 +230,30 @@ impl Facade {
             hd: principal.hosted_domain().map(str::to_owned),
         };
         Ok((user, google))
+    }
+
+    /// POSTs `grant` to Google's token endpoint as our confidential client (the secret read
+    /// now, so a rotated one is used at once). `Err`: Google could not be asked.
+    pub(super) async fn google_token_endpoint(
+        &self,
+        grant: &[(&str, &str)],
+    ) -> Result<reqwest::Response, Failure> {
+        let endpoints = self
+            .google
+            .sign_in_endpoints()
+            .ok_or_else(|| Failure::Unavailable("Google discovery not done".into()))?;
+        let client_secret = self.google_client_secret.current();
+        let client = [
+            ("client_id", self.settings.google_client_id.as_str()),
+            ("client_secret", client_secret.expose()),
+        ];
+        let form: Vec<(&str, &str)> = grant.iter().chain(&client).copied().collect();
+        self.http
+            .post(endpoints.token)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| Failure::Unavailable(format!("Google token endpoint: {e}")))
     }
 
     /// The default policy's domain, user and group requirements (at sign-in and at refresh).

@@ -196,24 +196,11 @@ impl Facade {
         &self,
         refresh_token: &str,
     ) -> Result<Result<Refreshed, String>, Failure> {
-        let endpoints = self
-            .google
-            .sign_in_endpoints()
-            .ok_or_else(|| Failure::Unavailable("Google discovery not done".into()))?;
-        let client_secret = self.google_client_secret.current();
-        let form = [
+        let grant = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
-            ("client_id", &self.settings.google_client_id),
-            ("client_secret", client_secret.expose()),
         ];
-        let response = self
-            .http
-            .post(endpoints.token)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| Failure::Unavailable(format!("Google token endpoint: {e}")))?;
+        let response = self.google_token_endpoint(&grant).await?;
         let status = response.status();
         if status.is_success() {
             return response

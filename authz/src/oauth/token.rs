@@ -135,14 +135,7 @@ impl Facade {
         }
         // Off-boarding may have revoked the session between the sign-in and this exchange, or
         // run while the sign-in was asking Google (before its session was indexed).
-        if self
-            .sessions
-            .is_revoked(&grant.session)
-            .await
-            .map_err(store_down)?
-        {
-            return Err(invalid_grant("the session was revoked; sign in again"));
-        }
+        self.ensure_not_revoked(&grant.session).await?;
         let invalidated = self
             .sessions
             .user_invalidated_at(&grant.user.email)
@@ -183,14 +176,7 @@ impl Facade {
         if grant.session_expires <= unix_now() {
             return Err(invalid_grant("the session has expired; sign in again"));
         }
-        if self
-            .sessions
-            .is_revoked(&grant.session)
-            .await
-            .map_err(store_down)?
-        {
-            return Err(invalid_grant("the session was revoked; sign in again"));
-        }
+        self.ensure_not_revoked(&grant.session).await?;
         self.check_resource(form)?;
         // The account may have been suspended, deleted or moved out of the domain (asked of
         // Google when due), or the user may have left a group, since signing in.
@@ -243,6 +229,19 @@ impl Facade {
                 Err(invalid_grant("the refresh token has expired"))
             }
         }
+    }
+
+    /// Refuses a grant whose session was revoked (off-boarding, a replay, `/oauth/revoke`).
+    async fn ensure_not_revoked(&self, session: &str) -> Result<(), Refused> {
+        if self
+            .sessions
+            .is_revoked(session)
+            .await
+            .map_err(store_down)?
+        {
+            return Err(invalid_grant("the session was revoked; sign in again"));
+        }
+        Ok(())
     }
 
     /// The client making a token request: `client_id` from the form (or HTTP Basic with an
