@@ -204,25 +204,35 @@ class MemoryStorage:
         self.client_info = client_info
 
 
+class OfficialClient:
+    """The official SDK's OAuth client for `stack`: `provider` (an httpx auth), its token
+    `storage`, the sign-in URLs it opened (`sign_ins`; each is completed by the test browser)
+    and `tls` trusting the stack's certificate."""
+
+    def __init__(self, stack: OAuthStack, name: str = "e2e MCP client"):
+        self.storage = MemoryStorage()
+        self.sign_ins: list[str] = []
+
+        async def redirect_handler(url: str) -> None:
+            self.sign_ins.append(url)
+
+        async def callback_handler() -> AuthorizationCodeResult:
+            answer = await asyncio.to_thread(stack.sign_in, self.sign_ins[-1])
+            return AuthorizationCodeResult(code=answer["code"], state=answer.get("state"), iss=answer.get("iss"))
+
+        self.provider = OAuthClientProvider(
+            server_url=stack.resource,
+            client_metadata=OAuthClientMetadata(
+                client_name=name, redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
+                response_types=["code"], token_endpoint_auth_method="none", scope="mcp"),
+            storage=self.storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+        self.tls = ssl.create_default_context(cafile=str(stack.envoy.cert))
+
+
 def run_client_journey(stack: OAuthStack) -> None:
     """The official client, start to finish: login, tools, refresh, revocation."""
-    storage = MemoryStorage()
-    sign_ins = []
-
-    async def redirect_handler(url: str) -> None:
-        sign_ins.append(url)
-
-    async def callback_handler() -> AuthorizationCodeResult:
-        answer = await asyncio.to_thread(stack.sign_in, sign_ins[-1])
-        return AuthorizationCodeResult(code=answer["code"], state=answer.get("state"), iss=answer.get("iss"))
-
-    provider = OAuthClientProvider(
-        server_url=stack.resource,
-        client_metadata=OAuthClientMetadata(
-            client_name="e2e MCP client", redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"], token_endpoint_auth_method="none", scope="mcp"),
-        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
-    tls = ssl.create_default_context(cafile=str(stack.envoy.cert))
+    client = OfficialClient(stack)
+    storage, sign_ins, provider, tls = client.storage, client.sign_ins, client.provider, client.tls
 
     async def session(action):
         async with httpx2.AsyncClient(auth=provider, verify=tls, timeout=20) as http:

@@ -8,43 +8,24 @@ or an operator off-boards her through the admin API of one replica, or Redis goe
 
 import asyncio
 import json
-import ssl
 import time
 
 import httpx2
 import pytest
 import requests
-from mcp.client.auth import OAuthClientProvider
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from stack import ADA, DOMAIN, PLATFORM, SRE, set_demo_groups, wait_until
-from test_oauth import ACCESS_TTL, REDIRECT, MemoryStorage, OAuthStack
+from test_oauth import ACCESS_TTL, REDIRECT, OAuthStack, OfficialClient
 
 ALLOW_TTL = 2
 
 
-def sdk_sign_in(stack: OAuthStack) -> tuple[MemoryStorage, str]:
+def sdk_sign_in(stack: OAuthStack) -> tuple:
     """The official client signs in and calls a tool; returns its token storage and client id."""
-    storage = MemoryStorage()
-    sign_ins = []
-
-    async def redirect_handler(url: str) -> None:
-        sign_ins.append(url)
-
-    async def callback_handler() -> AuthorizationCodeResult:
-        answer = await asyncio.to_thread(stack.sign_in, sign_ins[-1])
-        return AuthorizationCodeResult(code=answer["code"], state=answer.get("state"), iss=answer.get("iss"))
-
-    provider = OAuthClientProvider(
-        server_url=stack.resource,
-        client_metadata=OAuthClientMetadata(
-            client_name="off-boarding test", redirect_uris=[REDIRECT],
-            grant_types=["authorization_code", "refresh_token"], response_types=["code"],
-            token_endpoint_auth_method="none", scope="mcp"),
-        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
-    tls = ssl.create_default_context(cafile=str(stack.envoy.cert))
+    client = OfficialClient(stack, "off-boarding test")
+    storage, sign_ins, provider, tls = client.storage, client.sign_ins, client.provider, client.tls
 
     async def whoami():
         async with httpx2.AsyncClient(auth=provider, verify=tls, timeout=20) as http:
@@ -250,24 +231,8 @@ def test_a_refused_tool_call_is_an_error_not_a_new_sign_in(tool_rule):
     client reports the refusal instead of sending the user back to the browser (MCP 2026-07-28,
     scope challenge handling)."""
     stack = tool_rule
-    storage = MemoryStorage()
-    sign_ins = []
-
-    async def redirect_handler(url: str) -> None:
-        sign_ins.append(url)
-
-    async def callback_handler() -> AuthorizationCodeResult:
-        answer = await asyncio.to_thread(stack.sign_in, sign_ins[-1])
-        return AuthorizationCodeResult(code=answer["code"], state=answer.get("state"), iss=answer.get("iss"))
-
-    provider = OAuthClientProvider(
-        server_url=stack.resource,
-        client_metadata=OAuthClientMetadata(
-            client_name="tool rule test", redirect_uris=[REDIRECT],
-            grant_types=["authorization_code", "refresh_token"], response_types=["code"],
-            token_endpoint_auth_method="none", scope="mcp"),
-        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
-    tls = ssl.create_default_context(cafile=str(stack.envoy.cert))
+    client = OfficialClient(stack, "tool rule test")
+    storage, sign_ins, provider, tls = client.storage, client.sign_ins, client.provider, client.tls
     statuses = []
 
     async def record(response):

@@ -27,22 +27,26 @@ async fn fixture_with_refetch_interval(refetch: &str) -> Fixture {
 }
 
 async fn fixture_with(refetch: &str, options: Options) -> Fixture {
+    fixture_with_env(refetch, options, &[]).await
+}
+
+/// [`fixture_with`], with further `AUTHZ_*` settings.
+async fn fixture_with_env(refetch: &str, options: Options, extra: &[(&str, &str)]) -> Fixture {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let standin = StandIn::start(listener, options).await.unwrap();
     let issuer = standin.issuer().to_string();
-    let config = Config::load(
-        None,
-        [
-            ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
-            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
-            ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
-            ("AUTHZ_GOOGLE__JWKS_REFETCH_INTERVAL", refetch.into()),
-            ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
-            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .unwrap();
+    let env = [
+        ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
+        ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
+        ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
+        ("AUTHZ_GOOGLE__JWKS_REFETCH_INTERVAL", refetch.into()),
+        ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
+        ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|&(k, v)| (k, v.to_string())))
+    .map(|(k, v)| (k.to_string(), v));
+    let config = Config::load(None, env).unwrap();
     let google = Google::new(&config).unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(google.clone().run(stop.clone()));
@@ -360,29 +364,13 @@ async fn jwks_is_refreshed_in_the_background_as_max_age_says() {
 /// real token is verified again once the second has passed.
 #[tokio::test]
 async fn never_seen_access_tokens_are_a_bounded_cost() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let standin = StandIn::start(listener, Options::default()).await.unwrap();
-    let issuer = standin.issuer().to_string();
-    let config = Config::load(
-        None,
-        [
-            ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
-            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
-            ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
-            ("AUTHZ_GOOGLE__NEW_TOKENS_PER_SECOND", "5".into()),
-            ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
-            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
+    let f = fixture_with_env(
+        "30s",
+        Options::default(),
+        &[("AUTHZ_GOOGLE__NEW_TOKENS_PER_SECOND", "5")],
     )
-    .unwrap();
-    let google = Google::new(&config).unwrap();
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    tokio::spawn(google.clone().run(stop));
-    while !google.is_ready() {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    .await;
+    let (standin, google) = (&f.standin, &f.google);
     standin.reset_stats();
     let junk = google.verify(Credential::Opaque("ya29.junk-0")).await;
     assert!(matches!(junk, Err(VerifyError::Token(_))), "{junk:?}");
