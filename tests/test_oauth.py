@@ -78,7 +78,8 @@ class OAuthStack:
                 "access_token_ttl": f'"{ACCESS_TTL}s"', **(oauth_settings or {})})
             if groups:
                 oauth += f'[policies.default]\ngroups = ["{PLATFORM}"]\n'
-            oauth += policy_extra
+            # `{origin}` in the extra tables is Envoy's https origin, known only now.
+            oauth += policy_extra.replace("{origin}", self.origin)
             settings.update(issuer=self.standin.url, resource_url=self.resource, allow_ttl=allow_ttl,
                             extra_config=oauth + store + settings["extra_config"])
             settings.update(authz_settings or {})
@@ -157,6 +158,10 @@ class OAuthStack:
         return f"{self.origin}/oauth/authorize?{urllib.parse.urlencode(params)}"
 
     def token(self, **form) -> requests.Response:
+        return self.token_form(form)
+
+    def token_form(self, form) -> requests.Response:
+        """A token request with `form` as a dict or as (name, value) pairs (to repeat one)."""
         return requests.post(f"{self.origin}/oauth/token", data=form, verify=str(self.envoy.cert), timeout=10)
 
     def code_for(self, client_id: str, verifier: str, email: str = ADA) -> str:
@@ -209,7 +214,11 @@ class OfficialClient:
     `storage`, the sign-in URLs it opened (`sign_ins`; each is completed by the test browser)
     and `tls` trusting the stack's certificate."""
 
-    def __init__(self, stack: OAuthStack, name: str = "e2e MCP client"):
+    def __init__(self, stack: OAuthStack, name: str = "e2e MCP client", server_url: str | None = None,
+                 email: str = ADA):
+        """`server_url`: the MCP server it connects to (default: the stack's one resource);
+        `email`: who signs in."""
+        self.server_url = server_url or stack.resource
         self.storage = MemoryStorage()
         self.sign_ins: list[str] = []
 
@@ -217,11 +226,11 @@ class OfficialClient:
             self.sign_ins.append(url)
 
         async def callback_handler() -> AuthorizationCodeResult:
-            answer = await asyncio.to_thread(stack.sign_in, self.sign_ins[-1])
+            answer = await asyncio.to_thread(stack.sign_in, self.sign_ins[-1], email)
             return AuthorizationCodeResult(code=answer["code"], state=answer.get("state"), iss=answer.get("iss"))
 
         self.provider = OAuthClientProvider(
-            server_url=stack.resource,
+            server_url=self.server_url,
             client_metadata=OAuthClientMetadata(
                 client_name=name, redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
                 response_types=["code"], token_endpoint_auth_method="none", scope="mcp"),

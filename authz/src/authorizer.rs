@@ -25,6 +25,7 @@ use crate::{
         self, Forbidden, McpCall, Memberships, Policy, PolicySet, Refusal, Step, UnknownPolicy,
     },
     principal::{Principal, unix_now},
+    resource::{McpResource, Resources},
     telemetry,
     verdict::{Outcomes, Unauthenticated, Verdict},
 };
@@ -37,6 +38,8 @@ pub struct RequestFacts<'a> {
     pub authorization: Option<&'a [u8]>,
     /// `:path`, including the query string.
     pub path: &'a str,
+    /// `:authority` (`Host`): chooses between resources that share a path.
+    pub host: &'a str,
     /// `:method`.
     pub http_method: &'a str,
     /// The policy named by the route's `context_extensions`, if any.
@@ -50,6 +53,8 @@ pub struct RequestFacts<'a> {
 pub struct Decision {
     pub verdict: Verdict,
     pub cache: CacheUse,
+    /// The protected resource the request is for: a challenge names its metadata.
+    pub resource: Arc<McpResource>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +135,8 @@ pub struct Authorizer {
     /// Bumped by every user invalidation. A verdict whose fill began before a bump is used
     /// but not cached: it may rest on what the invalidation meant to forget.
     invalidations: AtomicU64,
+    /// The protected MCP servers (not reloadable: clients hold tokens for them).
+    resources: Resources,
 }
 
 /// The reloadable part of the authorizer.
@@ -173,6 +180,7 @@ impl Authorizer {
                 .time_to_live(std::time::Duration::from_secs(3600))
                 .build(),
             invalidations: AtomicU64::new(0),
+            resources: config.protected_resources(),
         }
     }
 
@@ -183,16 +191,22 @@ impl Authorizer {
         self
     }
 
-    /// The default policy's requirements (domain, users, groups; not its per-tool rules) for a
-    /// user signing in through the facade or refreshing a token. `Err`: cannot decide now.
+    /// The requirements (domain, users, groups; not the per-tool rules) of `resource`'s policy
+    /// for a user signing in to it through the facade or refreshing a token for it: its own
+    /// `policy`, else what `[[routes]]` choose for its path, else the default policy. `Err`:
+    /// cannot decide now.
     pub async fn admit_sign_in(
         &self,
         principal: &Principal,
+        resource: &McpResource,
     ) -> Result<Result<policy::Grant, Refusal>, BackendError> {
         let rules = self.rules.load_full();
-        let selected = rules
-            .policies
-            .select(Some(rules.policies.default_name()), "/");
+        let path = if resource.path.is_empty() {
+            "/"
+        } else {
+            &resource.path
+        };
+        let selected = rules.policies.select(resource.policy.as_deref(), path);
         let request = policy::Request {
             http_method: "GET",
             mcp: McpCall::default(),
@@ -277,24 +291,34 @@ impl Authorizer {
     /// Decides one request. `Err` means we could not decide (Google unavailable): the caller
     /// must answer with an outage, never with a denial.
     pub async fn authorize(&self, facts: RequestFacts<'_>) -> Result<Decision, BackendError> {
+        let target = self.resources.for_request(facts.host, facts.path);
+        let resource = target.resource.clone();
         let credential = match credentials::extract(facts.authorization, facts.path) {
             Ok(credential) => credential,
             Err(error) => {
                 return Ok(Decision {
                     verdict: Verdict::Unauthenticated(Unauthenticated::Credential(error)),
                     cache: CacheUse::Bypass,
+                    resource,
                 });
             }
         };
         let rules = self.rules.load_full();
-        let selected = rules.policies.select(facts.policy, facts.path);
+        // Envoy's name first, then the resource's own policy, then `[[routes]]`, then default.
+        let resource_policy = target
+            .by_path
+            .then_some(resource.policy.as_deref())
+            .flatten();
+        let selected = rules
+            .policies
+            .select(facts.policy.or(resource_policy), facts.path);
         let request = policy::Request {
             http_method: facts.http_method,
             mcp: facts.mcp,
         };
         let key = self.verdict_key(&rules, credential, &selected, request);
         let mut outcome = self
-            .lookup(&rules, key, credential, &selected, request)
+            .lookup(&rules, key, credential, &selected, request, &resource)
             .await?;
         if outcome.cache == CacheUse::Hit && outlived_its_token(&outcome.verdict) {
             // The cache's lifetime is computed once at insertion; checking `exp` again on every
@@ -302,8 +326,16 @@ impl Authorizer {
             // token is then judged afresh (it may still be inside the clock-skew leeway).
             self.verdicts.invalidate(&key).await;
             outcome = self
-                .lookup(&rules, key, credential, &selected, request)
+                .lookup(&rules, key, credential, &selected, request, &resource)
                 .await?;
+        }
+        // A token of ours is for one resource (RFC 8707): anywhere else it is a 401 whose
+        // challenge sends the client to sign in for this one. Checked on every request, cache
+        // hits included, since verdicts are not keyed by resource.
+        let audience = outcome.verdict.principal().and_then(|p| p.audience());
+        if audience.is_some_and(|audience| audience != resource.url) {
+            outcome.verdict =
+                Verdict::Unauthenticated(Unauthenticated::Token(TokenError::WrongAudience));
         }
         match self.session_state(&outcome.verdict) {
             SessionState::NotOurs | SessionState::Live => {}
@@ -331,6 +363,7 @@ impl Authorizer {
         credential: Credential<'_>,
         selected: &Result<&Policy, UnknownPolicy>,
         request: policy::Request<'_>,
+        resource: &Arc<McpResource>,
     ) -> Result<Decision, BackendError> {
         let fill = || async {
             let epoch = self.invalidations.load(Ordering::SeqCst);
@@ -352,6 +385,7 @@ impl Authorizer {
                 Ok(Decision {
                     verdict,
                     cache: if hit { CacheUse::Hit } else { CacheUse::Miss },
+                    resource: resource.clone(),
                 })
             }
             Err(unstored) => match &*unstored {
@@ -359,6 +393,7 @@ impl Authorizer {
                 Unstored::Uncacheable(verdict) => Ok(Decision {
                     verdict: verdict.clone(),
                     cache: CacheUse::Bypass,
+                    resource: resource.clone(),
                 }),
             },
         }

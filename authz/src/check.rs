@@ -43,7 +43,6 @@ pub const MCP_METADATA_NAMESPACE: &str = "envoy.filters.http.mcp";
 /// Responses whose text depends only on the config, rendered once.
 #[derive(Debug)]
 struct Responses {
-    resource_metadata: String,
     email_header: String,
     user_header: String,
     outage: OutageResponse,
@@ -60,7 +59,6 @@ impl CheckService {
         CheckService {
             authorizer,
             responses: Arc::new(Responses {
-                resource_metadata: config.resource_metadata_url(),
                 email_header: config.headers.email.clone(),
                 user_header: config.headers.user.clone(),
                 outage: config.envoy.outage_response,
@@ -98,6 +96,7 @@ impl Authorization for CheckService {
         let facts = RequestFacts {
             authorization: authorization.as_deref(),
             path,
+            host: http.map(|h| h.host.as_str()).unwrap_or_default(),
             http_method: http.map(|h| h.method.as_str()).unwrap_or_default(),
             policy: attributes
                 .and_then(|a| a.context_extensions.get(CONTEXT_KEY))
@@ -283,7 +282,7 @@ impl Responses {
                 Status::invalid_argument(error.reason()),
                 Some(format!(
                     r#"Bearer resource_metadata="{}", error="invalid_request""#,
-                    self.resource_metadata
+                    decision.resource.metadata_url
                 )),
                 ErrorBody::new("invalid_request", &error.to_string()),
             ),
@@ -293,13 +292,12 @@ impl Responses {
                     Unauthenticated::Token(e) => (true, e.to_string()),
                 };
                 // RFC 6750 s3.1: no error code when the request carried no credential at all.
+                // The metadata is the requested resource's: a client signs in for that one.
+                let metadata = &decision.resource.metadata_url;
                 let challenge = if presented {
-                    format!(
-                        r#"Bearer resource_metadata="{}", error="invalid_token""#,
-                        self.resource_metadata
-                    )
+                    format!(r#"Bearer resource_metadata="{metadata}", error="invalid_token""#)
                 } else {
-                    format!(r#"Bearer resource_metadata="{}""#, self.resource_metadata)
+                    format!(r#"Bearer resource_metadata="{metadata}""#)
                 };
                 let error = if presented {
                     "invalid_token"

@@ -41,7 +41,13 @@ pub struct Config {
     /// How secret references are re-read (`[secrets]`).
     #[serde(default)]
     pub secrets: crate::secrets::SecretsConfig,
-    pub resource: Resource,
+    /// The one MCP server protected (`[resource]`), the shorthand for a one-entry `[[resources]]`.
+    #[serde(default)]
+    pub resource: Option<crate::resource::ResourceConfig>,
+    /// The MCP servers protected (`[[resources]]`), each with its own metadata, challenge,
+    /// tokens and policy. At least one of `[resource]` and `[[resources]]` is required.
+    #[serde(default)]
+    pub resources: Vec<crate::resource::ResourceConfig>,
     /// The OAuth authorization server for MCP clients (`[oauth]`); off when absent.
     #[serde(default)]
     pub oauth: Option<crate::oauth::OAuthConfig>,
@@ -138,13 +144,6 @@ pub struct Access {
     /// `default`: `[policies.default]` if defined, else the domain check alone.
     #[serde(default)]
     pub default_policy: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resource {
-    /// The canonical MCP resource URL as users configure it in their clients.
-    pub url: Url,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -398,13 +397,7 @@ impl Config {
             }
         }
         self.validate_policies()?;
-        let resource = &self.resource.url;
-        if !is_http_url(resource) {
-            return fail("resource.url", "must be an absolute http(s) URL");
-        }
-        if resource.fragment().is_some() || resource.query().is_some() {
-            return fail("resource.url", "must not carry a query or fragment");
-        }
+        self.validate_resources()?;
         if self.cache.max_entries == 0 {
             return fail("cache.max_entries", "must be greater than zero");
         }
@@ -534,6 +527,65 @@ impl Config {
         Ok(())
     }
 
+    fn validate_resources(&self) -> Result<(), ConfigError> {
+        let entries = self.resource_entries();
+        if entries.is_empty() {
+            return Err(ConfigError {
+                key: "resource.url".into(),
+                message: "the MCP server's URL is required (or list several in [[resources]]); \
+                          from the environment: AUTHZ_RESOURCE__URL"
+                    .into(),
+            });
+        }
+        let keyed: Vec<(String, &crate::resource::ResourceConfig)> = entries
+            .iter()
+            .map(|(key, entry)| (key.clone(), *entry))
+            .collect();
+        if let Err((key, message)) = crate::resource::check(&keyed) {
+            return Err(ConfigError { key, message });
+        }
+        for (key, entry) in &entries {
+            if let Some(policy) = &entry.policy {
+                if !self.policies.contains_key(policy) && policy != self.default_policy() {
+                    return Err(ConfigError {
+                        key: format!("{key}.policy"),
+                        message: format!("no policy named {policy:?} is defined"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[resource]` then `[[resources]]`, with their keys for errors.
+    fn resource_entries(&self) -> Vec<(String, &crate::resource::ResourceConfig)> {
+        self.resource
+            .iter()
+            .map(|entry| ("resource".to_string(), entry))
+            .chain(
+                self.resources
+                    .iter()
+                    .enumerate()
+                    .map(|(index, entry)| (format!("resources[{index}]"), entry)),
+            )
+            .collect()
+    }
+
+    /// The protected MCP servers, the default first. Only for a validated config.
+    pub fn protected_resources(&self) -> crate::resource::Resources {
+        let shorthand_name = self
+            .oauth
+            .as_ref()
+            .map(|oauth| oauth.resource_name.as_str());
+        let entries: Vec<(&crate::resource::ResourceConfig, Option<&str>)> = self
+            .resource
+            .iter()
+            .map(|entry| (entry, shorthand_name))
+            .chain(self.resources.iter().map(|entry| (entry, None)))
+            .collect();
+        crate::resource::Resources::new(&entries)
+    }
+
     /// The name of the policy that applies when nothing else selects one.
     pub fn default_policy(&self) -> &str {
         self.access
@@ -549,16 +601,6 @@ impl Config {
             issuers.push("accounts.google.com".to_string());
         }
         issuers
-    }
-
-    /// The RFC 9728 metadata URL for `resource.url`: origin + well-known prefix + resource path.
-    pub fn resource_metadata_url(&self) -> String {
-        let url = &self.resource.url;
-        let path = url.path().trim_end_matches('/');
-        format!(
-            "{}/.well-known/oauth-protected-resource{path}",
-            url.origin().ascii_serialization()
-        )
     }
 
     /// A digest of everything the access decision reads from the config, so a verdict cached
@@ -582,7 +624,7 @@ impl Config {
             format!("{:?}", self.google),
             format!("{:?}", self.access),
             format!("{:?}", self.groups),
-            format!("{:?}", self.resource),
+            format!("{:?}", (&self.resource, &self.resources)),
             format!(
                 "{:?}",
                 self.oauth

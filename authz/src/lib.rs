@@ -54,6 +54,7 @@ pub mod policy;
 pub mod principal;
 pub mod reload;
 pub mod request_path;
+pub mod resource;
 pub mod secrets;
 pub mod service_auth;
 pub mod store;

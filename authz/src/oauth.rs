@@ -31,6 +31,7 @@ pub mod metadata;
 pub mod page;
 pub mod pending;
 pub mod redirect;
+mod resource_param;
 pub mod reverify;
 pub mod revoke;
 pub mod seal;
@@ -56,6 +57,7 @@ use crate::{
     client_metadata::ClientMetadataFetcher,
     config::Config,
     google::Google,
+    resource::Resources,
     secrets::{Derived, SecretValue, Secrets},
     store::{Store, revocations::Revocations},
 };
@@ -116,10 +118,12 @@ pub struct Facade {
     authorizer: Arc<Authorizer>,
     /// For Google's token endpoint: timeouts, no redirects.
     http: reqwest::Client,
-    /// `resource.url` as configured: the `aud` of our tokens and PRM's `resource`.
-    resource: String,
+    /// The protected MCP servers: a sign-in is for one of them, and its tokens' `aud` is its URL.
+    resources: Resources,
     /// A `hd` hint for Google's account chooser when exactly one domain is allowed.
     domain_hint: Option<String>,
+    /// Whose MCP servers these are, for the consent page: the allowed domains.
+    organization: String,
     /// The bound on sign-ins waiting for Google's callback.
     pending: pending::PendingBudget,
 }
@@ -149,7 +153,11 @@ pub async fn token_check(
         keys: Arc::new(keys),
         audience: Audience {
             issuer: oauth.issuer.clone(),
-            resource: config.resource.url.to_string(),
+            resources: config
+                .protected_resources()
+                .iter()
+                .map(|resource| resource.url.clone())
+                .collect(),
             leeway: config.google.clock_skew.as_secs(),
         },
         revocations: Arc::new(Revocations::new(store)),
@@ -203,7 +211,8 @@ impl Facade {
         } else {
             None
         };
-        let clients = Clients::new(sealer.clone(), oauth.registration_ttl.as_secs(), documents);
+        let clients = Clients::new(sealer.clone(), oauth.registration_ttl.as_secs(), documents)
+            .with_rules(oauth.client_rules());
         // Pending sign-ins never share the memory store's bound with codes, refresh tokens and
         // revocations: a flood of them must not crowd those out.
         let pending_store: Arc<dyn Store> = match config.store.backend {
@@ -232,8 +241,9 @@ impl Facade {
             google,
             authorizer,
             http: crate::google::http::client(config.google.request_timeout)?,
-            resource: config.resource.url.to_string(),
+            resources: config.protected_resources(),
             domain_hint,
+            organization: config.access.domains.join(", "),
             pending: pending::PendingBudget::new(oauth.max_pending_sign_ins),
         }))
     }

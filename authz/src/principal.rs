@@ -7,14 +7,15 @@ use std::{
 
 /// A user whose token verified. Nothing here is secret; the token itself is never kept.
 ///
-/// The cache holds one per cached token, so it is packed: `sub`, `email`, `hd` and the session
-/// id end to end in one string, 40 bytes of fields beside it (a struct of `String`s took ~220
-/// bytes in four allocations). Build one from [`Parts`]; read it through the accessors.
+/// The cache holds one per cached token, so it is packed: `sub`, `email`, `hd`, the session id
+/// and the audience end to end in one string, 48 bytes of fields beside it (a struct of
+/// `String`s took ~220 bytes in four allocations). Build one from [`Parts`]; read it through the accessors.
 pub struct Principal {
     text: Box<str>,
-    /// Where `sub`, `email` and `hd` end in `text`; the session id is the rest.
-    ends: [u32; 3],
-    /// Which of email, hd and session are present (`EMAIL`, `HOSTED_DOMAIN`, `SESSION`).
+    /// Where `sub`, `email`, `hd` and the session id end in `text`; the audience is the rest.
+    ends: [u32; 4],
+    /// Which of email, hd, session and audience are present (`EMAIL`, `HOSTED_DOMAIN`,
+    /// `SESSION`, `AUDIENCE`).
     present: u8,
     pub email_verified: bool,
     pub source: TokenSource,
@@ -46,7 +47,7 @@ impl Clone for Principal {
 
 impl PartialEq for Principal {
     fn eq(&self, other: &Principal) -> bool {
-        self.parts() == other.parts()
+        self.parts() == other.parts() && self.audience() == other.audience()
     }
 }
 
@@ -55,6 +56,7 @@ impl Eq for Principal {}
 const EMAIL: u8 = 1;
 const HOSTED_DOMAIN: u8 = 2;
 const SESSION: u8 = 4;
+const AUDIENCE: u8 = 8;
 
 /// What a verified token says about its user, borrowed; [`Principal::new`] packs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,14 +76,25 @@ pub struct Parts<'a> {
 
 impl Principal {
     pub fn new(parts: Parts<'_>) -> Principal {
+        Principal::packed(parts, None)
+    }
+
+    /// A principal whose token is valid only at one protected resource (our own tokens:
+    /// `aud`); the authorizer refuses it anywhere else.
+    pub fn for_resource(parts: Parts<'_>, audience: &str) -> Principal {
+        Principal::packed(parts, Some(audience))
+    }
+
+    fn packed(parts: Parts<'_>, audience: Option<&str>) -> Principal {
         let pieces = [
             parts.sub,
             parts.email.unwrap_or_default(),
             parts.hosted_domain.unwrap_or_default(),
             parts.session.unwrap_or_default(),
+            audience.unwrap_or_default(),
         ];
         let text: Box<str> = pieces.concat().into();
-        let mut ends = [0u32; 3];
+        let mut ends = [0u32; 4];
         let mut end = 0usize;
         for (slot, piece) in ends.iter_mut().zip(pieces) {
             end += piece.len();
@@ -92,6 +105,7 @@ impl Principal {
             (parts.email.is_some(), EMAIL),
             (parts.hosted_domain.is_some(), HOSTED_DOMAIN),
             (parts.session.is_some(), SESSION),
+            (audience.is_some(), AUDIENCE),
         ]
         .iter()
         .filter(|(is, _)| *is)
@@ -144,6 +158,11 @@ impl Principal {
 
     pub fn session(&self) -> Option<&str> {
         (self.present & SESSION != 0).then(|| self.piece(3))
+    }
+
+    /// The one resource this principal's token is for, if it is bound to one.
+    pub fn audience(&self) -> Option<&str> {
+        (self.present & AUDIENCE != 0).then(|| self.piece(4))
     }
 
     fn piece(&self, index: usize) -> &str {
@@ -220,6 +239,6 @@ mod tests {
             ..parts
         };
         assert_eq!(Principal::new(unicode).parts(), unicode);
-        assert_eq!(std::mem::size_of::<Principal>(), 40);
+        assert_eq!(std::mem::size_of::<Principal>(), 48);
     }
 }

@@ -316,7 +316,7 @@ fn restart_only_change(old: &Config, new: &Config) -> Result<(), ReloadError> {
         "listen"
     } else if old.google != new.google {
         "google"
-    } else if old.resource != new.resource {
+    } else if old.resource != new.resource || old.resources != new.resources {
         "resource"
     } else if old.cache != new.cache {
         "cache"

@@ -19,7 +19,10 @@ const CLIENT: &str = "client-1.apps.googleusercontent.com";
 fn audience() -> Audience {
     Audience {
         issuer: "https://authz.example.com".into(),
-        resource: "https://mcp.example.com/mcp".into(),
+        resources: vec![
+            "https://mcp.example.com/mcp".into(),
+            "https://mcp.example.com/sre/mcp".into(),
+        ],
         leeway: 30,
     }
 }
@@ -39,7 +42,14 @@ fn our_token(keys: &SigningKeys, session: &str) -> String {
         email: "ada@example.com".into(),
         hd: Some("example.com".into()),
     };
-    access_token::issue(keys, &audience(), &user, "client", "mcp", session, 600)
+    let grant = access_token::Grant {
+        resource: "https://mcp.example.com/mcp",
+        user: &user,
+        client_id: "client",
+        scope: "mcp",
+        session,
+    };
+    access_token::issue(keys, &audience(), grant, 600)
         .unwrap()
         .0
 }
@@ -48,10 +58,72 @@ fn facts(authorization: &str) -> RequestFacts<'_> {
     RequestFacts {
         authorization: Some(authorization.as_bytes()),
         path: "/mcp",
+        host: "mcp.example.com",
         http_method: "POST",
         policy: None,
         mcp: McpCall::default(),
     }
+}
+
+/// A token of ours is for the MCP server it was issued for: refused (401, so the client signs
+/// in for this one) at another, cache hits included; Google's tokens are not bound to one.
+#[tokio::test]
+async fn our_tokens_are_refused_at_every_resource_but_their_own() {
+    let mut ready = ready_google(CLIENT, Arc::new(Metrics::new())).await;
+    ready
+        .config
+        .resources
+        .push(crate::resource::ResourceConfig {
+            url: "https://mcp.example.com/sre/mcp".parse().unwrap(),
+            name: None,
+            policy: None,
+        });
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(100));
+    let view = Arc::new(Revocations::new(store));
+    view.sync().await.unwrap();
+    let keys = Arc::new(SigningKeys::generate().unwrap());
+    let authorizer = with_facade(&ready, keys.clone(), view);
+    let bearer = format!("Bearer {}", our_token(&keys, "session-1"));
+    let at = |path: &'static str| RequestFacts {
+        path,
+        ..facts(&bearer)
+    };
+
+    let home = authorizer.authorize(at("/mcp")).await.unwrap();
+    assert!(matches!(home.verdict, Verdict::Allow(..)), "{home:?}");
+    assert_eq!(home.resource.url, "https://mcp.example.com/mcp");
+    for _ in 0..2 {
+        let elsewhere = authorizer.authorize(at("/sre/mcp")).await.unwrap();
+        assert!(
+            matches!(
+                elsewhere.verdict,
+                Verdict::Unauthenticated(Unauthenticated::Token(TokenError::WrongAudience))
+            ),
+            "{elsewhere:?}"
+        );
+        assert_eq!(
+            elsewhere.resource.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/sre/mcp"
+        );
+    }
+    // A path no resource claims is the default resource's.
+    let other = authorizer.authorize(at("/other")).await.unwrap();
+    assert!(matches!(other.verdict, Verdict::Allow(..)), "{other:?}");
+
+    let google = ready.standin.mint_id_token(&serde_json::json!({
+        "iss": ready.standin.issuer(), "aud": CLIENT, "sub": "2002",
+        "email": "bob@example.com", "email_verified": true, "hd": "example.com",
+        "iat": unix_now(), "exp": unix_now() + 600,
+    }));
+    let bearer = format!("Bearer {google}");
+    let at_sre = RequestFacts {
+        path: "/sre/mcp",
+        ..facts(&bearer)
+    };
+    assert!(matches!(
+        authorizer.authorize(at_sre).await.unwrap().verdict,
+        Verdict::Allow(..)
+    ));
 }
 
 /// A replica that cannot read the revocations cannot know whether one of our tokens was

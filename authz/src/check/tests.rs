@@ -28,7 +28,6 @@ fn config(env: &[(&str, &str)]) -> Config {
 
 fn responses(config: &Config) -> Responses {
     Responses {
-        resource_metadata: config.resource_metadata_url(),
         email_header: config.headers.email.clone(),
         user_header: config.headers.user.clone(),
         outage: config.envoy.outage_response,
@@ -65,9 +64,11 @@ fn refusal(why: Forbidden) -> Arc<Refusal> {
 }
 
 fn render(verdict: Verdict) -> CheckResponse {
-    responses(&config(&[])).render(&Decision {
+    let config = config(&[]);
+    responses(&config).render(&Decision {
         verdict,
         cache: CacheUse::Miss,
+        resource: config.protected_resources().default_resource().clone(),
     })
 }
 

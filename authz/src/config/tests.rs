@@ -186,17 +186,53 @@ fn errors_name_the_key() {
 }
 
 #[test]
-fn resource_metadata_url_is_path_aware() {
-    let mut config = Config::load(Some(MINIMAL), env(&[])).unwrap();
+fn the_resource_shorthand_comes_first_and_several_resources_each_get_their_metadata() {
+    let config = Config::load(Some(MINIMAL), env(&[])).unwrap();
+    let resources = config.protected_resources();
     assert_eq!(
-        config.resource_metadata_url(),
+        resources.default_resource().metadata_url,
         "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
     );
-    config.resource.url = Url::parse("https://mcp.example.com").unwrap();
-    assert_eq!(
-        config.resource_metadata_url(),
-        "https://mcp.example.com/.well-known/oauth-protected-resource"
+    let text = format!(
+        "{MINIMAL}\n[policies.grafana]\n[[resources]]\nurl = \"https://mcp.example.com/grafana/mcp\"\n\
+         name = \"Grafana\"\npolicy = \"grafana\"\n"
     );
+    let config = Config::load(Some(&text), env(&[])).unwrap();
+    let resources: Vec<_> = config.protected_resources().iter().cloned().collect();
+    assert_eq!(resources.len(), 2);
+    assert_eq!(resources[0].url, "https://mcp.example.com/mcp");
+    assert_eq!(resources[1].name, "Grafana");
+    assert_eq!(resources[1].policy.as_deref(), Some("grafana"));
+    // Only [[resources]]: the first is the default.
+    let only_list = text.replace("[resource]\nurl = \"https://mcp.example.com/mcp\"\n", "");
+    assert_ne!(only_list, text, "MINIMAL spells [resource] differently");
+    let config = Config::load(Some(&only_list), env(&[])).unwrap();
+    assert_eq!(
+        config.protected_resources().default_resource().url,
+        "https://mcp.example.com/grafana/mcp"
+    );
+}
+
+#[test]
+fn resource_errors_name_the_key_and_its_variable() {
+    let without = MINIMAL.replace("[resource]\nurl = \"https://mcp.example.com/mcp\"\n", "");
+    let error = Config::load(Some(&without), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("resource.url"), "{error}");
+    assert!(error.contains("AUTHZ_RESOURCE__URL"), "{error}");
+    let unknown_policy = format!(
+        "{MINIMAL}\n[[resources]]\nurl = \"https://mcp.example.com/sre/mcp\"\npolicy = \"nope\"\n"
+    );
+    let error = Config::load(Some(&unknown_policy), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("resources[0].policy"), "{error}");
+    let twice = format!("{MINIMAL}\n[[resources]]\nurl = \"https://mcp.example.com/mcp/\"\n");
+    let error = Config::load(Some(&twice), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("resources[0].url"), "{error}");
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! Our access tokens: ES256 JWTs (RFC 9068 shape) with `aud` = the MCP resource URL, verified
-//! locally on the Check path with no network.
+//! Our access tokens: ES256 JWTs (RFC 9068 shape) with `aud` = the URL of the one MCP server
+//! (protected resource) they were issued for, verified locally on the Check path with no
+//! network. Any of our resources verifies here; the authorizer then refuses the token at every
+//! resource but its own.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
@@ -40,30 +42,40 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct Audience {
     pub issuer: String,
-    pub resource: String,
+    /// Every protected resource's URL: the audiences a token of ours may name.
+    pub resources: Vec<String>,
     pub leeway: u64,
 }
 
-/// Mints an access token for `user`, valid `ttl` seconds.
+/// What an access token is for: whom, at which MCP server, through which client.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    /// The protected resource's URL: the token's `aud`.
+    pub resource: &'a str,
+    pub user: &'a User,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+    pub session: &'a str,
+}
+
+/// Mints an access token for `grant`, valid `ttl` seconds.
 pub fn issue(
     keys: &SigningKeys,
     audience: &Audience,
-    user: &User,
-    client_id: &str,
-    scope: &str,
-    session: &str,
+    grant: Grant<'_>,
     ttl: u64,
 ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
     let now = unix_now();
+    let user = grant.user;
     let claims = AccessClaims {
         iss: audience.issuer.clone(),
-        aud: audience.resource.clone(),
+        aud: grant.resource.to_string(),
         sub: user.sub.clone(),
         email: user.email.clone(),
         hd: user.hd.clone(),
-        client_id: client_id.to_string(),
-        scope: scope.to_string(),
-        sid: session.to_string(),
+        client_id: grant.client_id.to_string(),
+        scope: grant.scope.to_string(),
+        sid: grant.session.to_string(),
         jti: random_token(),
         iat: now,
         exp: now + ttl,
@@ -94,7 +106,7 @@ pub fn verify(
     let key = keys.verifier(&kid).ok_or(TokenError::UnknownKeyId)?;
     let mut validation = Validation::new(Algorithm::ES256);
     validation.leeway = audience.leeway;
-    validation.set_audience(&[&audience.resource]);
+    validation.set_audience(&audience.resources);
     validation.set_issuer(&[&audience.issuer]);
     validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
     validation.validate_exp = !expired_ok;
@@ -115,9 +127,9 @@ pub fn verify(
     Ok(claims)
 }
 
-/// The principal an access token of ours speaks for.
+/// The principal an access token of ours speaks for, at its audience only.
 pub fn principal(claims: AccessClaims) -> Principal {
-    Principal::new(Parts {
+    let parts = Parts {
         sub: &claims.sub,
         email: Some(&claims.email),
         // Checked by Google at sign-in; we issue nothing for an unverified address.
@@ -126,7 +138,8 @@ pub fn principal(claims: AccessClaims) -> Principal {
         expires_at: claims.exp,
         source: TokenSource::Facade,
         session: Some(&claims.sid),
-    })
+    };
+    Principal::for_resource(parts, &claims.aud)
 }
 
 fn read_kid(token: &str) -> Option<String> {

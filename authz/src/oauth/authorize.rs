@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::{
     Form,
-    extract::{Query, State},
+    extract::{RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
 };
@@ -20,10 +20,10 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::{
-    Facade, clients::ClientError, page, random_token, redirect, seal::Purpose,
+    Facade, clients::ClientError, page, random_token, redirect, resource_param, seal::Purpose,
     sessions::PendingSignIn,
 };
-use crate::{cache::hex_sha256, principal::unix_now};
+use crate::{cache::hex_sha256, principal::unix_now, resource::McpResource};
 
 /// The browser-binding cookie. `__Host-`: Secure, no Domain, Path=/, so no sibling host can
 /// set or read it.
@@ -42,7 +42,6 @@ pub struct AuthorizeQuery {
     state: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
-    resource: Option<String>,
 }
 
 /// An authorization request that passed every check, as carried through consent and Google.
@@ -53,6 +52,10 @@ pub struct AuthorizationRequest {
     pub state: Option<String>,
     pub code_challenge: String,
     pub scope: String,
+    /// The protected MCP server the sign-in is for (its URL); absent in forms from before
+    /// resources were recorded: the default one.
+    #[serde(default)]
+    pub resource: Option<String>,
     /// Unix seconds after which the consent form is refused.
     pub expires: u64,
 }
@@ -69,9 +72,10 @@ pub struct ConsentForm {
 pub async fn show_consent(
     State(facade): State<Arc<Facade>>,
     headers: HeaderMap,
-    query: Result<Query<AuthorizeQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
-    let Ok(Query(query)) = query else {
+    let (rest, resources) = resource_param::split(raw.as_deref().unwrap_or_default());
+    let Ok(query) = serde_urlencoded::from_str::<AuthorizeQuery>(&rest) else {
         return bad_request("The authorization request could not be read.");
     };
     let Some(client_id) = query.client_id.as_deref().filter(|id| !id.is_empty()) else {
@@ -122,17 +126,18 @@ pub async fn show_consent(
             "code_challenge must be a base64url SHA-256 (43 characters)",
         );
     }
-    if let Some(resource) = query.resource.as_deref() {
-        if !facade.is_our_resource(resource) {
-            return back("invalid_target", "the resource is not served here");
-        }
-    }
+    // A client that names no resource (some omit it) signs in for the default one.
+    let resource = match resource_param::resolve(&facade.resources, &resources) {
+        Ok(named) => named.unwrap_or_else(|| facade.resources.default_resource()),
+        Err(why) => return back("invalid_target", why),
+    };
     let request = AuthorizationRequest {
         client_id: client.client_id.clone(),
         redirect_uri: redirect_uri.to_string(),
         state: query.state.clone(),
         code_challenge: challenge.to_string(),
         scope: facade.granted_scope(query.scope.as_deref()),
+        resource: Some(resource.url.clone()),
         expires: unix_now() + facade.settings.sign_in_ttl.as_secs(),
     };
     let sealed = match serde_json::to_vec(&request) {
@@ -148,23 +153,15 @@ pub async fn show_consent(
         .ok()
         .and_then(|url| url.host_str().map(str::to_string))
         .unwrap_or_default();
-    let name = client.name.as_deref().unwrap_or("An unnamed client");
-    let body = format!(
-        "<p><strong>{name}</strong> wants to use <strong>{resource}</strong> as you.</p>\
-         <p>If you allow it, you sign in with Google and are then sent back to \
-         <code>{host}</code>. Only continue if you just started this from that application.</p>\
-         <p><small>The name is chosen by the application and is not verified.</small></p>\
-         <form method=\"post\" action=\"/oauth/authorize\">\
-         <input type=\"hidden\" name=\"request\" value=\"{sealed}\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
-         <button type=\"submit\" name=\"decision\" value=\"deny\">Cancel</button></form>",
-        name = page::escape(name),
-        resource = page::escape(&facade.settings.resource_name),
-        host = page::escape(&redirect_host),
-        sealed = page::escape(&sealed),
-        csrf = page::escape(&csrf),
-    );
+    let body = consent_body(&Consent {
+        organization: &facade.organization,
+        client_name: client.name.as_deref(),
+        claims_web_service: false,
+        redirect_host: &redirect_host,
+        resource,
+        sealed: &sealed,
+        csrf: &csrf,
+    });
     let mut response = page::html(StatusCode::OK, "Allow access?", &body);
     let google_origin = facade.google_origin();
     page::page_headers(response.headers_mut(), google_origin.as_deref());
@@ -176,6 +173,62 @@ pub async fn show_consent(
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// What the consent page shows.
+struct Consent<'a> {
+    /// Whose MCP servers these are: the configured domains.
+    organization: &'a str,
+    /// As the client calls itself: not verified.
+    client_name: Option<&'a str>,
+    /// The client registered as a web service (`application_type` `web`).
+    claims_web_service: bool,
+    redirect_host: &'a str,
+    resource: &'a McpResource,
+    sealed: &'a str,
+    csrf: &'a str,
+}
+
+/// The consent page: what is asked (which MCP server of which organization, by which
+/// application, back to which host), Allow first, and what the user cannot check said so.
+fn consent_body(consent: &Consent<'_>) -> String {
+    let client = match consent.client_name {
+        Some(name) => format!(
+            "<strong>{}</strong> <small>(the name is the application's own, not verified)</small>",
+            page::escape(name)
+        ),
+        None => "An application that gave no name".to_string(),
+    };
+    let loopback = ["localhost", "127.0.0.1", "[::1]"].contains(&consent.redirect_host);
+    let where_back = if loopback {
+        "an application on <strong>this computer</strong> (a local address)".to_string()
+    } else {
+        format!("<code>{}</code>", page::escape(consent.redirect_host))
+    };
+    let warning = if loopback && consent.claims_web_service {
+        // A web service answered on a local address: any local program listening there
+        // receives the code.
+        "<p><strong>Careful:</strong> this application describes itself as a web service but          asks to be answered on this computer. Continue only if you started it here.</p>"
+    } else {
+        ""
+    };
+    format!(
+        "<p>{client} wants to use <strong>{resource}</strong> (<code>{host}</code>), one of \
+         {organization}'s MCP servers, as you.</p>\
+         <p>If you allow it, you sign in with Google and are then sent back to {where_back}. \
+         Only continue if you just started this from that application.</p>{warning}\
+         <form method=\"post\" action=\"/oauth/authorize\">\
+         <input type=\"hidden\" name=\"request\" value=\"{sealed}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" name=\"decision\" value=\"allow\" autofocus \
+         style=\"font-weight:bold\">Allow</button>\
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Cancel</button></form>",
+        resource = page::escape(&consent.resource.name),
+        host = page::escape(consent.resource.host()),
+        organization = page::escape(consent.organization),
+        sealed = page::escape(consent.sealed),
+        csrf = page::escape(consent.csrf),
+    )
 }
 
 /// `POST /oauth/authorize`: the consent form's answer.
@@ -366,11 +419,6 @@ impl Facade {
             query.append_pair("iss", self.issuer());
         }
         Some(url)
-    }
-
-    /// `resource` as clients send it: ours exactly, or differing only by a trailing slash.
-    pub(super) fn is_our_resource(&self, resource: &str) -> bool {
-        resource.trim_end_matches('/') == self.resource.trim_end_matches('/')
     }
 
     /// The requested scopes we support; all of ours when none of them is requested (RFC 6749

@@ -25,6 +25,7 @@ use crate::{
     cache::hex_sha256,
     google::VerifyError,
     principal::{Principal, unix_now},
+    resource::McpResource,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +127,7 @@ pub async fn callback(
         redirect_uri: request.redirect_uri.clone(),
         code_challenge: request.code_challenge.clone(),
         scope: request.scope.clone(),
+        resource: request.resource.clone(),
         user,
         session: random_token(),
         session_expires: now + facade.settings.session_ttl.as_secs(),
@@ -207,7 +209,8 @@ impl Facade {
                 return Err(Failure::Unavailable(error.to_string()));
             }
         };
-        self.admit(&principal).await?;
+        let resource = self.resource_of(pending.request.resource.as_deref())?;
+        self.admit(&principal, resource).await?;
         let email = principal
             .email()
             .map(str::to_owned)
@@ -256,9 +259,22 @@ impl Facade {
             .map_err(|e| Failure::Unavailable(format!("Google token endpoint: {e}")))
     }
 
-    /// The default policy's domain, user and group requirements (at sign-in and at refresh).
-    pub(super) async fn admit(&self, principal: &Principal) -> Result<(), Failure> {
-        match self.authorizer.admit_sign_in(principal).await {
+    /// The MCP server a sign-in or session is for, as recorded (`None`: the default one).
+    pub(super) fn resource_of(&self, recorded: Option<&str>) -> Result<&McpResource, Failure> {
+        self.resources
+            .of_grant(recorded)
+            .map(|resource| &**resource)
+            .ok_or_else(|| Failure::Denied("that MCP server is no longer served here".into()))
+    }
+
+    /// The domain, user and group requirements of the resource's policy (at sign-in and at
+    /// refresh): a user it would refuse gets no token for it.
+    pub(super) async fn admit(
+        &self,
+        principal: &Principal,
+        resource: &McpResource,
+    ) -> Result<(), Failure> {
+        match self.authorizer.admit_sign_in(principal, resource).await {
             Ok(Ok(_grant)) => Ok(()),
             Ok(Err(refusal)) => {
                 tracing::info!(

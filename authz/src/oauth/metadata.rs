@@ -1,60 +1,93 @@
-//! Discovery documents: protected resource metadata (RFC 9728) at the path-aware and the root
-//! URL, authorization server metadata (RFC 8414, also at the OpenID path clients probe), and
+//! Discovery documents: protected resource metadata (RFC 9728) per protected MCP server at its
+//! path-aware URL, and the default server's at the root URL, authorization server metadata (RFC 8414, also at the OpenID path clients probe), and
 //! our JWKS. `issuer` is the configured string byte for byte everywhere: clients compare it
 //! with `authorization_servers[0]` and with the `iss` of the authorization response.
 
 use std::sync::Arc;
 
-use axum::{Router, extract::State, http::StatusCode, response::Response, routing::get};
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::Response,
+    routing::get,
+};
 use serde_json::{Value, json};
 
 use super::{Facade, page};
-use crate::config::Config;
+use crate::{
+    config::Config,
+    resource::{McpResource, Resources},
+};
 
-/// `GET /.well-known/oauth-protected-resource[/<resource path>]`, served whether or not the
-/// facade is on (without it, Google is the authorization server).
+/// `GET /.well-known/oauth-protected-resource[/<resource path>]`, one document per protected
+/// MCP server (the root one describes the default server), served whether or not the facade
+/// is on (without it, Google is the authorization server). Between servers that share a path
+/// on different hosts, the `Host` header chooses.
 pub fn resource_router(config: &Config) -> Router {
-    let document = Arc::new(resource_metadata(config));
-    let root = document.clone();
-    let mut router = Router::new().route(
-        "/.well-known/oauth-protected-resource",
-        get(move || {
-            let document = root.clone();
-            async move { page::json(StatusCode::OK, &document) }
-        }),
-    );
-    let path = config.resource.url.path().trim_end_matches('/');
-    if !path.is_empty() {
-        router = router.route(
-            &format!("/.well-known/oauth-protected-resource{path}"),
-            get(move || {
-                let document = document.clone();
-                async move { page::json(StatusCode::OK, &document) }
+    let resources = config.protected_resources();
+    let documents: Vec<(Arc<McpResource>, Value)> = resources
+        .iter()
+        .map(|resource| (resource.clone(), resource_metadata(config, resource)))
+        .collect();
+    let documents = Arc::new((resources, documents));
+    let root = documents.clone();
+    Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(move |headers: HeaderMap| {
+                let documents = root.clone();
+                async move { document_for(&documents, &headers, "") }
             }),
-        );
-    }
-    router.layer(axum::middleware::from_fn(page::cors))
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(move |headers: HeaderMap, Path(path): Path<String>| {
+                let documents = documents.clone();
+                async move { document_for(&documents, &headers, &format!("/{path}")) }
+            }),
+        )
+        .layer(axum::middleware::from_fn(page::cors))
 }
 
-fn resource_metadata(config: &Config) -> Value {
-    let (server, scopes, name) = match &config.oauth {
-        Some(oauth) => (
-            oauth.issuer.clone(),
-            oauth.scopes.clone(),
-            oauth.resource_name.clone(),
+type Documents = (Resources, Vec<(Arc<McpResource>, Value)>);
+
+fn document_for(documents: &Documents, headers: &HeaderMap, path: &str) -> Response {
+    let (resources, documents) = documents;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or_default();
+    let found = resources.by_metadata_path(host, path).and_then(|resource| {
+        documents
+            .iter()
+            .find(|(r, _)| Arc::ptr_eq(r, resource))
+            .map(|(_, document)| document)
+    });
+    match found {
+        Some(document) => page::json(StatusCode::OK, document),
+        None => page::oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no protected resource is served at this path",
         ),
+    }
+}
+
+fn resource_metadata(config: &Config, resource: &McpResource) -> Value {
+    let (server, scopes) = match &config.oauth {
+        Some(oauth) => (oauth.issuer.clone(), oauth.scopes.clone()),
         None => (
             config.google.issuer.clone(),
             vec!["openid".into(), "email".into()],
-            "MCP servers".to_string(),
         ),
     };
     json!({
-        "resource": config.resource.url.as_str(),
+        "resource": resource.url,
         "authorization_servers": [server],
         "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],
-        "resource_name": name,
+        "resource_name": resource.name,
     })
 }
 

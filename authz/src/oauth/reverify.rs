@@ -35,6 +35,7 @@ use crate::{
     credentials::Credential,
     google::VerifyError,
     principal::{Principal, unix_now},
+    resource::McpResource,
 };
 
 /// A session's tie to the Google account behind it.
@@ -112,11 +113,12 @@ impl Facade {
     }
 
     /// Asks Google about the account of `user` with the session's Google token; returns the
-    /// account as Google describes it now, admitted by the default policy, and the renewed link.
+    /// account as Google describes it now, admitted by the resource's policy, and the renewed link.
     pub(super) async fn reverify(
         &self,
         user: &User,
         link: Option<&GoogleLink>,
+        resource: &McpResource,
     ) -> Result<(User, GoogleLink), Failure> {
         let sign_in_again = |why: &str| Failure::Denied(format!("{why}; sign in again"));
         let no_token = "Google gave this session no token to check the account with";
@@ -176,7 +178,7 @@ impl Facade {
                 "Google answered for another account; sign in again".into(),
             ));
         }
-        self.admit(&principal).await?;
+        self.admit(&principal, resource).await?;
         let email = principal
             .email()
             .map(str::to_owned)

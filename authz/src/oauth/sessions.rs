@@ -32,6 +32,10 @@ pub struct CodeGrant {
     pub redirect_uri: String,
     pub code_challenge: String,
     pub scope: String,
+    /// The MCP server the sign-in is for (URL); `None` (from before it was recorded): the
+    /// default one.
+    #[serde(default)]
+    pub resource: Option<String>,
     pub user: User,
     pub session: String,
     /// Unix seconds after which no refresh token of this session is honoured.
@@ -50,6 +54,9 @@ pub struct CodeGrant {
 pub struct RefreshGrant {
     pub client_id: String,
     pub scope: String,
+    /// As in [`CodeGrant`]: the `aud` of every access token of the session.
+    #[serde(default)]
+    pub resource: Option<String>,
     pub user: User,
     pub session: String,
     pub session_expires: u64,

@@ -17,10 +17,22 @@ fn pem() -> String {
     pem::encode(&pem::Pem::new("PRIVATE KEY", generate_pkcs8().unwrap()))
 }
 
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+fn grant(user: &User) -> access_token::Grant<'_> {
+    access_token::Grant {
+        resource: RESOURCE,
+        user,
+        client_id: "c",
+        scope: "mcp",
+        session: "s1",
+    }
+}
+
 fn audience() -> Audience {
     Audience {
         issuer: "https://mcp.example.com".into(),
-        resource: "https://mcp.example.com/mcp".into(),
+        resources: vec!["https://mcp.example.com/mcp".into()],
         leeway: 0,
     }
 }
@@ -146,8 +158,7 @@ fn access_tokens_verify_with_any_configured_key_and_only_for_our_audience() {
     let (first, second) = (pem(), pem());
     let old = SigningKeys::from_pem(&[&first]).unwrap();
     let rotated = SigningKeys::from_pem(&[&second, &first]).unwrap();
-    let (token, _) =
-        access_token::issue(&old, &audience(), &user(), "c", "mcp", "s1", 600).unwrap();
+    let (token, _) = access_token::issue(&old, &audience(), grant(&user()), 600).unwrap();
     assert!(access_token::is_ours(&rotated, &token));
     let claims = access_token::verify(&rotated, &audience(), &token, false).unwrap();
     assert_eq!(
@@ -156,6 +167,7 @@ fn access_tokens_verify_with_any_configured_key_and_only_for_our_audience() {
     );
     let principal = access_token::principal(claims);
     assert_eq!(principal.session(), Some("s1"));
+    assert_eq!(principal.audience(), Some(RESOURCE));
 
     let other = SigningKeys::from_pem(&[&pem()]).unwrap();
     assert!(!access_token::is_ours(&other, &token));
@@ -164,15 +176,14 @@ fn access_tokens_verify_with_any_configured_key_and_only_for_our_audience() {
         TokenError::UnknownKeyId
     );
     let elsewhere = Audience {
-        resource: "https://other.example.com/mcp".into(),
+        resources: vec!["https://other.example.com/mcp".into()],
         ..audience()
     };
     assert_eq!(
         access_token::verify(&old, &elsewhere, &token, false).unwrap_err(),
         TokenError::WrongAudience
     );
-    let (expired, _) =
-        access_token::issue(&old, &audience(), &user(), "c", "mcp", "s1", 0).unwrap();
+    let (expired, _) = access_token::issue(&old, &audience(), grant(&user()), 0).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(
         access_token::verify(&old, &audience(), &expired, false).unwrap_err(),

@@ -7,8 +7,7 @@
 use std::sync::Arc;
 
 use axum::{
-    Form,
-    extract::State,
+    extract::{RawForm, State},
     http::{HeaderMap, StatusCode, header},
     response::Response,
 };
@@ -22,10 +21,13 @@ use super::{
     access_token::{self, User},
     authorize::s256,
     callback::{Failure, short},
-    page, random_token,
+    page, random_token, resource_param,
     sessions::{RefreshGrant, ttl_until},
 };
-use crate::principal::{Parts, Principal, TokenSource, unix_now};
+use crate::{
+    principal::{Parts, Principal, TokenSource, unix_now},
+    resource::McpResource,
+};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct TokenForm {
@@ -35,7 +37,9 @@ pub struct TokenForm {
     redirect_uri: Option<String>,
     client_id: Option<String>,
     refresh_token: Option<String>,
-    resource: Option<String>,
+    /// Every `resource` value sent (RFC 8707; some clients repeat it).
+    #[serde(skip)]
+    resources: Vec<String>,
 }
 
 /// An error answer: status, OAuth error code, description.
@@ -45,13 +49,19 @@ type Refused = (StatusCode, &'static str, String);
 pub async fn token(
     State(facade): State<Arc<Facade>>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+    body: Result<RawForm, axum::extract::rejection::RawFormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
+    let form = body.ok().and_then(|RawForm(bytes)| {
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let (rest, resources) = resource_param::split(text);
+        let form = serde_urlencoded::from_str::<TokenForm>(&rest).ok()?;
+        Some(TokenForm { resources, ..form })
+    });
+    let Some(form) = form else {
         return page::oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
+            "the body must be application/x-www-form-urlencoded, each parameter once",
         );
     };
     let result = match form.grant_type.as_deref() {
@@ -144,10 +154,12 @@ impl Facade {
         if invalidated.is_some_and(|at| at >= grant.checked_at) {
             return Err(invalid_grant("the account was off-boarded; sign in again"));
         }
-        self.check_resource(form)?;
+        let resource = self.resource_of_grant(grant.resource.as_deref())?;
+        self.check_resource(form, resource)?;
         let refresh = RefreshGrant {
             client_id,
             scope: grant.scope,
+            resource: grant.resource,
             user: grant.user,
             session: grant.session,
             session_expires: grant.session_expires,
@@ -177,11 +189,12 @@ impl Facade {
             return Err(invalid_grant("the session has expired; sign in again"));
         }
         self.ensure_not_revoked(&grant.session).await?;
-        self.check_resource(form)?;
+        let resource = self.resource_of_grant(grant.resource.as_deref())?;
+        self.check_resource(form, resource)?;
         // The account may have been suspended, deleted or moved out of the domain (asked of
         // Google when due), or the user may have left a group, since signing in.
         let checked = if self.reverify_due(grant.google.as_ref()) {
-            self.reverify(&grant.user, grant.google.as_ref())
+            self.reverify(&grant.user, grant.google.as_ref(), resource)
                 .await
                 .map(|(user, link)| RefreshGrant {
                     user,
@@ -189,7 +202,7 @@ impl Facade {
                     ..grant.clone()
                 })
         } else {
-            self.admit(&principal_of(&grant.user))
+            self.admit(&principal_of(&grant.user), resource)
                 .await
                 .map(|()| grant.clone())
         };
@@ -259,14 +272,23 @@ impl Facade {
         Ok(client_id)
     }
 
-    fn check_resource(&self, form: &TokenForm) -> Result<(), Refused> {
-        match form.resource.as_deref() {
-            Some(resource) if !self.is_our_resource(resource) => Err((
-                StatusCode::BAD_REQUEST,
-                "invalid_target",
-                "the resource is not served here".into(),
+    /// The MCP server a grant is for; a server no longer configured ends its sessions.
+    fn resource_of_grant(&self, recorded: Option<&str>) -> Result<&McpResource, Refused> {
+        self.resource_of(recorded)
+            .map_err(|_| invalid_grant("that MCP server is no longer served here; sign in again"))
+    }
+
+    /// A `resource` in a token request must be the grant's (RFC 8707 s2.2: a token for one
+    /// MCP server cannot be exchanged for another's); absent, it is the grant's.
+    fn check_resource(&self, form: &TokenForm, granted: &McpResource) -> Result<(), Refused> {
+        let target = |why: &str| (StatusCode::BAD_REQUEST, "invalid_target", why.to_string());
+        match resource_param::resolve(&self.resources, &form.resources) {
+            Ok(None) => Ok(()),
+            Ok(Some(named)) if named.url == granted.url => Ok(()),
+            Ok(Some(_)) => Err(target(
+                "the grant is for another resource; sign in for this one",
             )),
-            _ => Ok(()),
+            Err(why) => Err(target(why)),
         }
     }
 
@@ -280,13 +302,17 @@ impl Facade {
     /// and the new refresh token.
     async fn issue_with_token(&self, grant: &RefreshGrant) -> Result<(Response, String), Refused> {
         let ttl = self.settings.access_token_ttl.as_secs();
+        let resource = self.resource_of_grant(grant.resource.as_deref())?;
         let (access, _) = access_token::issue(
             &self.tokens.keys.get(),
             &self.tokens.audience,
-            &grant.user,
-            &grant.client_id,
-            &grant.scope,
-            &grant.session,
+            access_token::Grant {
+                resource: &resource.url,
+                user: &grant.user,
+                client_id: &grant.client_id,
+                scope: &grant.scope,
+                session: &grant.session,
+            },
             ttl,
         )
         .map_err(|e| {

@@ -150,6 +150,7 @@ impl Fixture {
         let facts = RequestFacts {
             authorization: Some(header.as_bytes()),
             path,
+            host: "mcp.example.com",
             http_method: "POST",
             policy,
             mcp: McpCall {

@@ -238,7 +238,7 @@ level = "{log_level}"
     pub fn facade_tokens(&self, domain: &str, count: usize) -> anyhow::Result<Vec<String>> {
         let audience = Audience {
             issuer: FACADE_ISSUER.to_string(),
-            resource: RESOURCE.to_string(),
+            resources: vec![RESOURCE.to_string()],
             leeway: 0,
         };
         (0..count)
@@ -249,17 +249,16 @@ level = "{log_level}"
                     hd: Some(domain.to_string()),
                 };
                 let session = format!("bench-session-{i}");
-                access_token::issue(
-                    &self.facade_keys,
-                    &audience,
-                    &user,
-                    "bench",
-                    "mcp",
-                    &session,
-                    3600,
-                )
-                .map(|(token, _)| token)
-                .context("minting a facade token")
+                let grant = access_token::Grant {
+                    resource: RESOURCE,
+                    user: &user,
+                    client_id: "bench",
+                    scope: "mcp",
+                    session: &session,
+                };
+                access_token::issue(&self.facade_keys, &audience, grant, 3600)
+                    .map(|(token, _)| token)
+                    .context("minting a facade token")
             })
             .collect()
     }

@@ -1,0 +1,368 @@
+//! The MCP servers authz protects, each a protected resource (RFC 9728) with its own canonical
+//! URL, name and policy: which one a request is for, which one a client asks a token for, and
+//! the metadata URL a challenge names.
+//!
+//! `[resource]` is the one-server shorthand; `[[resources]]` lists several. The first declared
+//! (the shorthand when present) is the default: requests under no resource's path are its, and
+//! so is a sign-in that names no resource.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::config::policies::prefix_matches;
+
+/// One `[resource]` or `[[resources]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// The canonical MCP server URL, as users configure it in their clients.
+    pub url: Url,
+    /// Shown on the consent page and in the resource metadata. Default: `oauth.resource_name`
+    /// for `[resource]`, the URL's host and path for `[[resources]]`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The policy for requests under this URL's path when Envoy names none (before
+    /// `[[routes]]`), and the one a sign-in and every refresh for it must pass. Default: what
+    /// `[[routes]]` choose for the URL's path, else the default policy.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// One protected MCP server, ready to answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct McpResource {
+    /// The URL as configured: the `aud` of our tokens, PRM's `resource`.
+    pub url: String,
+    pub name: String,
+    pub policy: Option<Arc<str>>,
+    /// Where its protected resource metadata is served (path-aware, RFC 9728 s3.1).
+    pub metadata_url: String,
+    /// The URL's path without a trailing slash (`""` for an origin).
+    pub path: String,
+    /// `host[:port]`, without the scheme's default port, lower-case.
+    authority: String,
+}
+
+/// Every protected resource; never empty, the first is the default.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    list: Vec<Arc<McpResource>>,
+}
+
+/// The resource a request is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    pub resource: &'a Arc<McpResource>,
+    /// The request's path is under the resource's: its policy applies. `false` for the
+    /// default resource standing in for a path no resource claims.
+    pub by_path: bool,
+}
+
+impl Resources {
+    /// From validated entries, the default first. `default_name` names the shorthand.
+    pub fn new(entries: &[(&ResourceConfig, Option<&str>)]) -> Resources {
+        let list = entries
+            .iter()
+            .map(|(entry, default_name)| Arc::new(McpResource::new(entry, *default_name)))
+            .collect::<Vec<_>>();
+        assert!(!list.is_empty(), "the config guarantees one resource");
+        Resources { list }
+    }
+
+    pub fn default_resource(&self) -> &Arc<McpResource> {
+        &self.list[0]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<McpResource>> {
+        self.list.iter()
+    }
+
+    /// The resource a request to `host` and `path` is for: the longest resource path the
+    /// request falls under (on segment boundaries), the one on this host among equals, else
+    /// the default resource.
+    pub fn for_request(&self, host: &str, path: &str) -> Selected<'_> {
+        let host = normalized_authority(host);
+        let best = self
+            .list
+            .iter()
+            .filter(|resource| prefix_matches(&resource.path, path))
+            .max_by_key(|resource| {
+                (
+                    resource.path.len(),
+                    resource.authority == host,
+                    // Among full equals, the first declared (max_by_key keeps the last).
+                    std::cmp::Reverse(self.position(resource)),
+                )
+            });
+        match best {
+            Some(resource) => Selected {
+                resource,
+                by_path: true,
+            },
+            None => Selected {
+                resource: self.default_resource(),
+                by_path: false,
+            },
+        }
+    }
+
+    /// The resource a client names in `resource` (RFC 8707): one of ours exactly, or but for a
+    /// trailing slash (clients differ on `https://host` versus `https://host/`).
+    pub fn by_url(&self, requested: &str) -> Option<&Arc<McpResource>> {
+        let requested = requested.trim_end_matches('/');
+        self.list
+            .iter()
+            .find(|resource| resource.url.trim_end_matches('/') == requested)
+    }
+
+    /// The resource a grant stored before resources were recorded (or the default): `None` is
+    /// the default resource; an unknown URL (a resource since removed) is `None`.
+    pub fn of_grant(&self, recorded: Option<&str>) -> Option<&Arc<McpResource>> {
+        match recorded {
+            None => Some(self.default_resource()),
+            Some(url) => self.list.iter().find(|resource| resource.url == url),
+        }
+    }
+
+    /// The resource whose metadata lives at `/.well-known/oauth-protected-resource{path}`
+    /// (`path` empty for the root document, which describes the default resource).
+    pub fn by_metadata_path(&self, host: &str, path: &str) -> Option<&Arc<McpResource>> {
+        let path = path.trim_end_matches('/');
+        if path.is_empty() {
+            return Some(self.default_resource());
+        }
+        let host = normalized_authority(host);
+        let mut matching = self.list.iter().filter(|resource| resource.path == path);
+        let first = matching.next()?;
+        Some(
+            std::iter::once(first)
+                .chain(matching)
+                .find(|resource| resource.authority == host)
+                .unwrap_or(first),
+        )
+    }
+
+    fn position(&self, resource: &Arc<McpResource>) -> usize {
+        self.list
+            .iter()
+            .position(|r| Arc::ptr_eq(r, resource))
+            .unwrap_or(0)
+    }
+}
+
+impl McpResource {
+    fn new(entry: &ResourceConfig, default_name: Option<&str>) -> McpResource {
+        let url = &entry.url;
+        let path = url.path().trim_end_matches('/').to_string();
+        let origin = url.origin().ascii_serialization();
+        let authority = normalized_authority(origin.split_once("://").map_or("", |(_, a)| a));
+        let name = entry
+            .name
+            .clone()
+            .or_else(|| default_name.map(str::to_string))
+            .unwrap_or_else(|| format!("{}{}", url.host_str().unwrap_or_default(), path));
+        McpResource {
+            url: url.to_string(),
+            name,
+            policy: entry.policy.as_deref().map(Arc::from),
+            metadata_url: format!("{origin}/.well-known/oauth-protected-resource{path}"),
+            path,
+            authority,
+        }
+    }
+
+    /// The host part of the URL, for the consent page.
+    pub fn host(&self) -> &str {
+        &self.authority
+    }
+}
+
+/// `Host`/`:authority` as compared with a resource URL's: lower-case, without `:443`/`:80`
+/// (the scheme is not known here; a resource URL never spells its default port).
+fn normalized_authority(authority: &str) -> String {
+    let lower = authority.to_ascii_lowercase();
+    match lower
+        .strip_suffix(":443")
+        .or_else(|| lower.strip_suffix(":80"))
+    {
+        Some(bare) => bare.to_string(),
+        None => lower,
+    }
+}
+
+/// Checks of the entries that need them all; `(key, message)`.
+pub fn check(entries: &[(String, &ResourceConfig)]) -> Result<(), (String, String)> {
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for (key, entry) in entries {
+        let url = &entry.url;
+        if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+            return Err((
+                format!("{key}.url"),
+                "must be an absolute http(s) URL".into(),
+            ));
+        }
+        if url.fragment().is_some() || url.query().is_some() {
+            return Err((
+                format!("{key}.url"),
+                "must not carry a query or fragment".into(),
+            ));
+        }
+        if let Some(name) = &entry.name {
+            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+                return Err((
+                    format!("{key}.name"),
+                    "must be 1-100 printable characters".into(),
+                ));
+            }
+        }
+        let canonical = url.as_str().trim_end_matches('/');
+        if let Some((other, _)) = seen.iter().find(|(_, seen)| seen == canonical) {
+            return Err((
+                format!("{key}.url"),
+                format!("{canonical} is also declared by {other}"),
+            ));
+        }
+        seen.push((key, canonical.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(url: &str, policy: Option<&str>) -> ResourceConfig {
+        ResourceConfig {
+            url: Url::parse(url).unwrap(),
+            name: None,
+            policy: policy.map(str::to_string),
+        }
+    }
+
+    fn resources(urls: &[&str]) -> Resources {
+        let entries: Vec<ResourceConfig> = urls.iter().map(|u| entry(u, None)).collect();
+        let pairs: Vec<(&ResourceConfig, Option<&str>)> =
+            entries.iter().map(|e| (e, None)).collect();
+        Resources::new(&pairs)
+    }
+
+    #[test]
+    fn a_request_is_for_the_longest_resource_path_it_falls_under() {
+        let all = resources(&[
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com/grafana/mcp",
+            "https://mcp.example.com/sre/mcp",
+        ]);
+        let url = |host: &str, path: &str| all.for_request(host, path).resource.url.clone();
+        assert_eq!(
+            url("mcp.example.com", "/grafana/mcp"),
+            "https://mcp.example.com/grafana/mcp"
+        );
+        assert_eq!(
+            url("mcp.example.com", "/grafana/mcp/?x=1"),
+            "https://mcp.example.com/grafana/mcp"
+        );
+        assert_eq!(
+            url("mcp.example.com", "/sre/mcp"),
+            "https://mcp.example.com/sre/mcp"
+        );
+        assert_eq!(
+            url("mcp.example.com", "/mcp"),
+            "https://mcp.example.com/mcp"
+        );
+        // Segment boundaries: /grafana/mcpx is nobody's; the default stands in, not by path.
+        let other = all.for_request("mcp.example.com", "/grafana/mcpx");
+        assert_eq!(other.resource.url, "https://mcp.example.com/mcp");
+        assert!(!other.by_path);
+        assert!(all.for_request("mcp.example.com", "/mcp").by_path);
+    }
+
+    #[test]
+    fn the_host_decides_between_resources_with_one_path() {
+        let all = resources(&[
+            "https://grafana.example.com/mcp",
+            "https://sre.example.com:8443/mcp",
+        ]);
+        let url = |host: &str| all.for_request(host, "/mcp").resource.url.clone();
+        assert_eq!(
+            url("sre.example.com:8443"),
+            "https://sre.example.com:8443/mcp"
+        );
+        assert_eq!(
+            url("GRAFANA.example.com:443"),
+            "https://grafana.example.com/mcp"
+        );
+        // An unknown host: the first declared.
+        assert_eq!(url("internal"), "https://grafana.example.com/mcp");
+        assert_eq!(
+            all.by_metadata_path("sre.example.com:8443", "/mcp")
+                .unwrap()
+                .url,
+            "https://sre.example.com:8443/mcp"
+        );
+    }
+
+    #[test]
+    fn an_origin_resource_covers_every_path() {
+        let all = resources(&["https://mcp.example.com", "https://mcp.example.com/sre/mcp"]);
+        let selected = all.for_request("mcp.example.com", "/anything");
+        assert_eq!(selected.resource.url, "https://mcp.example.com/");
+        assert!(selected.by_path);
+        assert_eq!(
+            selected.resource.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource"
+        );
+    }
+
+    #[test]
+    fn clients_may_add_or_drop_a_trailing_slash_but_nothing_else() {
+        let all = resources(&["https://mcp.example.com/mcp", "https://mcp.example.com"]);
+        assert!(all.by_url("https://mcp.example.com/mcp/").is_some());
+        assert!(all.by_url("https://mcp.example.com").is_some());
+        assert!(all.by_url("https://mcp.example.com/").is_some());
+        assert!(all.by_url("https://mcp.example.com/mc").is_none());
+        assert!(all.by_url("https://MCP.example.com/mcp").is_none());
+        assert!(all.by_url("http://mcp.example.com/mcp").is_none());
+    }
+
+    #[test]
+    fn metadata_urls_are_path_aware() {
+        let all = resources(&["https://mcp.example.com/grafana/mcp/"]);
+        let resource = all.default_resource();
+        assert_eq!(
+            resource.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/grafana/mcp"
+        );
+        assert_eq!(resource.name, "mcp.example.com/grafana/mcp");
+        assert!(all.by_metadata_path("x", "/grafana/mcp").is_some());
+        assert!(all.by_metadata_path("x", "/grafana").is_none());
+        assert!(all.by_metadata_path("x", "").is_some());
+    }
+
+    #[test]
+    fn grants_from_before_resources_were_recorded_are_the_default_resource() {
+        let all = resources(&[
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com/sre/mcp",
+        ]);
+        assert_eq!(
+            all.of_grant(None).unwrap().url,
+            "https://mcp.example.com/mcp"
+        );
+        assert!(all.of_grant(Some("https://mcp.example.com/gone")).is_none());
+    }
+
+    #[test]
+    fn duplicate_and_unusable_urls_are_refused() {
+        let a = entry("https://mcp.example.com/mcp", None);
+        let b = entry("https://mcp.example.com/mcp/", None);
+        let error = check(&[("resource".into(), &a), ("resources[0]".into(), &b)]).unwrap_err();
+        assert_eq!(error.0, "resources[0].url");
+        let query = entry("https://mcp.example.com/mcp?x=1", None);
+        assert!(check(&[("resources[0]".into(), &query)]).is_err());
+        let ftp = entry("ftp://mcp.example.com/mcp", None);
+        assert!(check(&[("resources[0]".into(), &ftp)]).is_err());
+    }
+}
