@@ -10,12 +10,15 @@
 //!   checked before sending. `allow_hosts` is the operator's explicit exception.
 //! - `fetch`: no redirects, no proxy, a total timeout, a streamed body cap, JSON only.
 //! - `document`: typed parsing and the rules a client must meet (`client_id` equal to the URL,
-//!   redirect URIs https or loopback http, public client, code flow).
+//!   redirect URIs https, loopback http or `scheme://host`, public client, code flow).
 //! - [`ClientMetadataFetcher`]: a bounded cache by `client_id`, lifetimes from
 //!   `Cache-Control` clamped to the configured range, failures cached briefly, concurrent
 //!   fetches of one URL coalesced into one request.
+//! - `client_id_hosts`: the operator's optional list of hosts whose documents are trusted at
+//!   all (`oauth.client_id_metadata_hosts`), checked by the OAuth facade before any fetch.
 
 mod address;
+mod client_id_hosts;
 mod document;
 mod fetch;
 
@@ -27,6 +30,7 @@ use url::Url;
 
 pub(crate) use address::AllowHost;
 pub use address::is_public;
+pub use client_id_hosts::{ClientIdHost, host_allowed};
 
 use crate::{config::ClientMetadataConfig, metrics::Metrics};
 use fetch::{Caching, Http};
@@ -44,7 +48,9 @@ pub struct ClientMetadata {
     pub client_uri: Option<String>,
     /// An https URL, or nothing (other schemes are dropped).
     pub logo_uri: Option<String>,
-    /// At least one; each https, or http to a loopback host. Loopback ones match any port.
+    /// At least one; each https, http to a loopback host (matching any port), or a
+    /// `scheme://host` URI of another scheme, which the facade uses only where its operator
+    /// allowed that scheme and host (`oauth.redirect_schemes`).
     pub redirect_uris: Vec<String>,
     /// Always `"none"`: the client proves itself with PKCE.
     pub token_endpoint_auth_method: String,

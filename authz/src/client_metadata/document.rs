@@ -88,8 +88,11 @@ pub(crate) fn parse(client_id: &str, body: &[u8]) -> Result<ClientMetadata, Clie
     })
 }
 
-/// https with a host, or http to a loopback host (RFC 8252 s7.3: a native app listens on an
-/// ephemeral port, so the port is matched later, not here); never a fragment or userinfo.
+/// https with a host, http to a loopback host (RFC 8252 s7.3: a native app listens on an
+/// ephemeral port, so the port is matched later, not here), or another scheme with a host
+/// (`cursor://anysphere.cursor-mcp/oauth/callback`), never a fragment or userinfo. Whether a
+/// private-use scheme may be used is the operator's call (`oauth.redirect_schemes`), made by
+/// the facade each time the document is used, so changing the setting needs no refetch.
 fn check_redirect_uri(uri: &str) -> Result<(), ClientMetadataError> {
     use ClientMetadataError::Invalid;
     let url = Url::parse(uri).map_err(|_| Invalid("a redirect URI is not a URL"))?;
@@ -108,8 +111,13 @@ fn check_redirect_uri(uri: &str) -> Result<(), ClientMetadataError> {
     match url.scheme() {
         "https" if url.host().is_some() => Ok(()),
         "http" if loopback => Ok(()),
-        _ => Err(Invalid(
+        "http" | "https" => Err(Invalid(
             "a redirect URI must be https, or http to localhost, 127.0.0.1 or [::1]",
+        )),
+        _ if url.host().is_some() => Ok(()),
+        _ => Err(Invalid(
+            "a redirect URI must be https, http to localhost, 127.0.0.1 or [::1], \
+             or scheme://host for a private-use scheme",
         )),
     }
 }

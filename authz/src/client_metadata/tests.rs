@@ -390,11 +390,13 @@ fn documents_breaking_a_rule_are_refused() {
         ),
         (
             json!({"redirect_uris": ["com.example.app:/cb"]}),
-            "a redirect URI must be https, or http to localhost, 127.0.0.1 or [::1]",
+            "a redirect URI must be https, http to localhost, 127.0.0.1 or [::1], \
+             or scheme://host for a private-use scheme",
         ),
         (
             json!({"redirect_uris": ["javascript:alert(1)"]}),
-            "a redirect URI must be https, or http to localhost, 127.0.0.1 or [::1]",
+            "a redirect URI must be https, http to localhost, 127.0.0.1 or [::1], \
+             or scheme://host for a private-use scheme",
         ),
         (
             json!({"redirect_uris": ["https://claude.ai/cb#x"]}),
@@ -538,4 +540,81 @@ fn every_error_has_its_own_reason() {
         ClientMetadataError::HttpStatus(404).to_string(),
         "the client metadata URL answered HTTP 404"
     );
+}
+
+#[test]
+fn client_id_host_entries_parse_and_match() {
+    let url = |text: &str| Url::parse(text).unwrap();
+    let claude = ClientIdHost::parse("Claude.AI").unwrap();
+    let below = ClientIdHost::parse("*.example.com").unwrap();
+    for (entry, text, expected) in [
+        (
+            &claude,
+            "https://claude.ai/oauth/claude-code-client-metadata",
+            true,
+        ),
+        (&claude, "https://CLAUDE.ai/x", true),
+        (&claude, "https://claude.ai:8443/x", true),
+        (&claude, "https://www.claude.ai/x", false),
+        (&claude, "https://claude.ai.evil.example/x", false),
+        (&claude, "https://evilclaude.ai/x", false),
+        (&below, "https://a.example.com/client.json", true),
+        (&below, "https://a.b.example.com/client.json", true),
+        (&below, "https://example.com/client.json", false),
+        (&below, "https://badexample.com/client.json", false),
+        (
+            &below,
+            "https://a.example.com.evil.example/client.json",
+            false,
+        ),
+    ] {
+        assert_eq!(entry.matches(&url(text)), expected, "{entry:?} {text}");
+    }
+    assert!(host_allowed(&[], "https://anything.example/c"));
+    assert!(host_allowed(
+        &[claude.clone(), below.clone()],
+        "https://a.example.com/c"
+    ));
+    assert!(!host_allowed(&[claude, below], "https://vscode.dev/c"));
+    for entry in [
+        "",
+        "*",
+        "*.",
+        "https://claude.ai",
+        "claude.ai/oauth",
+        "claude.ai:443",
+        "claude..ai",
+        "a.*.example.com",
+        "*example.com",
+        "claude ai",
+        "[::1]",
+    ] {
+        assert!(ClientIdHost::parse(entry).is_err(), "{entry:?}");
+    }
+}
+
+#[test]
+fn private_use_redirect_uris_pass_the_document_and_are_judged_by_the_facade() {
+    // The document lists what the client uses; whether the operator allows a private-use
+    // scheme is decided per request by the facade (`oauth.redirect_schemes`).
+    let body = doc(serde_json::json!({"redirect_uris": [
+        "cursor://anysphere.cursor-mcp/oauth/callback",
+        "http://127.0.0.1/callback",
+    ]}));
+    let metadata = document::parse(CLAUDE_CODE, &body).unwrap();
+    assert_eq!(metadata.redirect_uris.len(), 2);
+    for refused in [
+        "cursor:/oauth/callback",
+        "cursor://x/cb#f",
+        "cursor://u@x/cb",
+    ] {
+        let body = doc(serde_json::json!({ "redirect_uris": [refused] }));
+        assert!(
+            matches!(
+                document::parse(CLAUDE_CODE, &body),
+                Err(ClientMetadataError::Invalid(_))
+            ),
+            "{refused}"
+        );
+    }
 }

@@ -1,11 +1,42 @@
 //! Redirect URIs: which may be registered, and whether a requested one matches a registered
 //! one. Exact string match, except that a loopback `http` URI matches on any port (RFC 8252
 //! s7.3: native clients listen on an ephemeral port; Claude Code registers no port at all).
+//!
+//! Registrable: https, http on a loopback host, and, only where the operator listed its scheme
+//! and host in `oauth.redirect_schemes`, a private-use scheme (RFC 8252 s7.1, e.g. Cursor's
+//! `cursor://anysphere.cursor-mcp/oauth/callback`). Private-use schemes are off by default:
+//! any application on the user's machine can claim a scheme, so the code could go to whichever
+//! registered it last (PKCE keeps such a code useless to anyone without the verifier, but the
+//! operator should decide).
+
+use std::fmt;
 
 use url::{Host, Url};
 
 /// Longest redirect URI we accept; they travel inside self-describing client ids.
 pub const MAX_URI_LEN: usize = 512;
+
+/// Schemes a browser or the OS handles itself, or that run code: never a private-use redirect,
+/// whatever the operator lists. `http` and `https` have rules of their own above.
+const NEVER_PRIVATE_USE: &[&str] = &[
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "ftp",
+    "file",
+    "javascript",
+    "vbscript",
+    "data",
+    "blob",
+    "about",
+    "filesystem",
+    "view-source",
+    "mailto",
+    "tel",
+    "sms",
+    "intent",
+];
 
 /// Why a URI may not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -16,18 +47,44 @@ pub enum RedirectError {
     TooLong,
     #[error("redirect URI must be https, or http on a loopback address")]
     Insecure,
+    #[error(
+        "redirect URI uses a private-use scheme this server does not allow \
+         (its operator may list scheme://host in oauth.redirect_schemes)"
+    )]
+    PrivateUseNotAllowed,
     #[error("redirect URI must not have a fragment")]
     Fragment,
     #[error("redirect URI must not carry credentials")]
     Credentials,
 }
 
-/// Checks a URI a client wants to register: https, or http on a loopback host. Private-use
-/// schemes are refused: any app can claim one on a user's machine.
-pub fn check_registrable(uri: &str) -> Result<(), RedirectError> {
+/// One `oauth.redirect_schemes` entry: `scheme://host`, lower-cased. A redirect URI matches it
+/// when its scheme and host are equal, ignoring ASCII case (RFC 3986 s3.1, s3.2.2), and it has
+/// no port; its path and query are free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateUseScheme {
+    scheme: String,
+    host: String,
+}
+
+/// What may be registered beyond https and loopback http.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedirectPolicy {
+    private_use: Vec<PrivateUseScheme>,
+}
+
+/// Checks a URI a client wants to register: at most [`MAX_URI_LEN`] bytes (it is sealed into
+/// the client id), and [`check_listed`].
+pub fn check_registrable(uri: &str, policy: &RedirectPolicy) -> Result<(), RedirectError> {
     if uri.len() > MAX_URI_LEN {
         return Err(RedirectError::TooLong);
     }
+    check_listed(uri, policy)
+}
+
+/// Checks a URI a client lists (registered, or in its metadata document): https, http on a
+/// loopback host, or a private-use scheme the operator allowed; no fragment, no credentials.
+pub fn check_listed(uri: &str, policy: &RedirectPolicy) -> Result<(), RedirectError> {
     let url = Url::parse(uri).map_err(|_| RedirectError::NotAUrl)?;
     if url.fragment().is_some() {
         return Err(RedirectError::Fragment);
@@ -38,7 +95,11 @@ pub fn check_registrable(uri: &str) -> Result<(), RedirectError> {
     match url.scheme() {
         "https" if url.host().is_some() => Ok(()),
         "http" if is_loopback(&url) => Ok(()),
-        _ => Err(RedirectError::Insecure),
+        scheme if NEVER_PRIVATE_USE.contains(&scheme) || url.host().is_none() => {
+            Err(RedirectError::Insecure)
+        }
+        _ if policy.allows(&url) => Ok(()),
+        _ => Err(RedirectError::PrivateUseNotAllowed),
     }
 }
 
@@ -61,6 +122,80 @@ pub fn matches(registered: &[String], requested: &str) -> bool {
                 && same_but_port(&registered_url, &requested_url)
         })
     })
+}
+
+// === impl RedirectPolicy ===
+
+impl RedirectPolicy {
+    pub fn new(private_use: Vec<PrivateUseScheme>) -> RedirectPolicy {
+        RedirectPolicy { private_use }
+    }
+
+    /// `url` has a listed private-use scheme and host, and no port.
+    fn allows(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        url.port().is_none()
+            && self.private_use.iter().any(|entry| {
+                entry.scheme.eq_ignore_ascii_case(url.scheme())
+                    && entry.host.eq_ignore_ascii_case(host)
+            })
+    }
+}
+
+// === impl PrivateUseScheme ===
+
+impl PrivateUseScheme {
+    /// `scheme://host`, nothing more (a trailing `/` is tolerated). The scheme must be a valid
+    /// URI scheme and not one browsers handle themselves (see `NEVER_PRIVATE_USE`); the host a
+    /// name of letters, digits, `-`, `.` and `_`.
+    pub fn parse(entry: &str) -> Result<PrivateUseScheme, String> {
+        let refuse = |why: &str| Err(format!("{entry:?}: {why}"));
+        let Some((scheme, rest)) = entry.split_once("://") else {
+            return refuse("must be scheme://host, e.g. \"cursor://anysphere.cursor-mcp\"");
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let valid_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !valid_scheme {
+            return refuse("is not a URI scheme");
+        }
+        if NEVER_PRIVATE_USE.contains(&scheme.as_str()) {
+            return refuse(
+                "is not a private-use scheme (https and loopback http are always allowed; \
+                 schemes such as javascript, data and file never are)",
+            );
+        }
+        let host = rest.strip_suffix('/').unwrap_or(rest).to_ascii_lowercase();
+        let valid_host = !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            });
+        if !valid_host {
+            return refuse("must be scheme://host: a host name, with no port, path or query");
+        }
+        Ok(PrivateUseScheme { scheme, host })
+    }
+}
+
+impl TryFrom<String> for PrivateUseScheme {
+    type Error = String;
+
+    fn try_from(entry: String) -> Result<PrivateUseScheme, String> {
+        PrivateUseScheme::parse(&entry)
+    }
+}
+
+impl fmt::Display for PrivateUseScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)
+    }
 }
 
 /// `localhost`, `127.0.0.1` or `[::1]`: the hosts RFC 8252 allows for http redirects.

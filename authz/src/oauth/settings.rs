@@ -5,7 +5,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::secrets::SecretRef;
+use super::{
+    clients::ClientRules,
+    redirect::{PrivateUseScheme, RedirectPolicy},
+};
+use crate::{client_metadata::ClientIdHost, secrets::SecretRef};
 
 /// `[oauth]`. Absent: no facade; only Google's own tokens are accepted.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -68,6 +72,20 @@ pub struct OAuthConfig {
     /// Human-readable name in the protected resource metadata and on the consent page.
     #[serde(default = "default_resource_name")]
     pub resource_name: String,
+    /// Private-use redirect URIs (RFC 8252 s7.1) clients may register or list in their
+    /// metadata documents, beside https and loopback http: `scheme://host` entries, e.g.
+    /// `"cursor://anysphere.cursor-mcp"` for Cursor; a redirect URI matches when its scheme
+    /// and host are equal (ASCII case ignored) and it has no port; its path is free. Off by
+    /// default: any application on the user's machine can claim a scheme. `http`, `https`,
+    /// `javascript`, `data`, `file` and other schemes browsers handle are refused here.
+    #[serde(default, deserialize_with = "entries")]
+    pub redirect_schemes: Vec<PrivateUseScheme>,
+    /// Hosts whose Client ID Metadata Documents are accepted as client ids: `claude.ai`
+    /// (exactly that host) or `*.example.com` (any host below it). A metadata client id on
+    /// any other host is refused before anything is fetched. Empty (the default): any host
+    /// (still public addresses only, see `client_metadata.allow_hosts`, a different list).
+    #[serde(default, deserialize_with = "entries")]
+    pub client_id_metadata_hosts: Vec<ClientIdHost>,
 }
 
 // === impl OAuthConfig ===
@@ -130,10 +148,47 @@ impl OAuthConfig {
         Ok(())
     }
 
+    /// What clients may use beyond the defaults: private-use redirect schemes, and the hosts
+    /// of metadata-document client ids.
+    pub fn client_rules(&self) -> ClientRules {
+        ClientRules {
+            redirects: RedirectPolicy::new(self.redirect_schemes.clone()),
+            metadata_hosts: self.client_id_metadata_hosts.clone(),
+        }
+    }
+
     /// Where Google sends the browser back to.
     pub fn callback_url(&self) -> String {
         format!("{}/oauth/callback", self.issuer)
     }
+}
+
+/// A list given as a TOML array or as one comma-separated string (as the config's other lists,
+/// convenient in env vars), each entry parsed; the error names the entry and what is wrong.
+fn entries<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<String, Error = String>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        Joined(String),
+    }
+    let texts = match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::Many(items) => items,
+        OneOrMany::Joined(joined) => joined
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    };
+    texts
+        .into_iter()
+        .map(|text| T::try_from(text).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// RFC 6749 s3.3 scope-token: printable ASCII without space, `"` or `\`.

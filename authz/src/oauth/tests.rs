@@ -80,7 +80,10 @@ fn only_https_or_loopback_http_redirect_uris_can_be_registered() {
         "http://127.0.0.1:1/",
         "http://[::1]/cb",
     ] {
-        assert!(redirect::check_registrable(ok).is_ok(), "{ok}");
+        assert!(
+            redirect::check_registrable(ok, &Default::default()).is_ok(),
+            "{ok}"
+        );
     }
     for bad in [
         "http://app.example/cb",
@@ -91,7 +94,10 @@ fn only_https_or_loopback_http_redirect_uris_can_be_registered() {
         "https://u:p@app.example/cb",
         "/relative",
     ] {
-        assert!(redirect::check_registrable(bad).is_err(), "{bad}");
+        assert!(
+            redirect::check_registrable(bad, &Default::default()).is_err(),
+            "{bad}"
+        );
     }
 }
 
@@ -291,5 +297,413 @@ fn registrations_that_break_the_rules_are_refused() {
             clients.register(registration(body.clone())).is_err(),
             "{body}"
         );
+    }
+}
+
+// === client registration as real MCP clients do it ===
+
+fn cursor_allowed() -> super::clients::ClientRules {
+    super::clients::ClientRules {
+        redirects: redirect::RedirectPolicy::new(vec![
+            redirect::PrivateUseScheme::parse("cursor://anysphere.cursor-mcp").unwrap(),
+        ]),
+        metadata_hosts: Vec::new(),
+    }
+}
+
+/// The sealed registration inside a client id, as JSON.
+fn sealed_payload(client_id: &str) -> serde_json::Value {
+    let body = client_id.split_once('.').unwrap().0;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn application_type_is_echoed_and_kept_in_the_client_id() {
+    use super::clients::ApplicationType;
+    let clients = clients(3600);
+    // VS Code's registration (its DCR body, with the grant types our metadata advertises).
+    let vscode = clients
+        .register(registration(serde_json::json!({
+            "client_name": "Visual Studio Code",
+            "client_uri": "https://code.visualstudio.com",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "redirect_uris": [
+                "https://insiders.vscode.dev/redirect",
+                "https://vscode.dev/redirect",
+                "http://127.0.0.1/",
+                "http://127.0.0.1:33418/",
+            ],
+            "token_endpoint_auth_method": "none",
+            "application_type": "native",
+        })))
+        .unwrap();
+    assert_eq!(vscode["application_type"], "native");
+    let client_id = vscode["client_id"].as_str().unwrap();
+    assert_eq!(sealed_payload(client_id)["a"], "native");
+    let client = clients.resolve(client_id).await.unwrap();
+    assert_eq!(client.application_type, Some(ApplicationType::Native));
+    // VS Code falls back to a random port when 33418 is taken (microsoft/vscode#278512).
+    assert!(redirect::matches(
+        &client.redirect_uris,
+        "http://127.0.0.1:59656/"
+    ));
+    assert!(redirect::matches(
+        &client.redirect_uris,
+        "https://vscode.dev/redirect"
+    ));
+
+    // Not given: `web`, the OIDC default, answered but not sealed (ids stay short), and
+    // loopback redirects still work for it.
+    for body in [
+        serde_json::json!({"redirect_uris": ["http://localhost:6274/oauth/callback"]}),
+        serde_json::json!({"redirect_uris": ["http://localhost:6274/oauth/callback"], "application_type": "web"}),
+    ] {
+        let answer = clients.register(registration(body)).unwrap();
+        assert_eq!(answer["application_type"], "web");
+        let client_id = answer["client_id"].as_str().unwrap();
+        assert!(sealed_payload(client_id).get("a").is_none());
+        let client = clients.resolve(client_id).await.unwrap();
+        assert_eq!(client.application_type, Some(ApplicationType::Web));
+    }
+
+    // Ids sealed before the field existed open as `web`.
+    let old = Sealer::new(vec![vec![7u8; 32]]).seal(
+        Purpose::ClientId,
+        br#"{"r":["http://127.0.0.1/cb"],"t":0,"e":99999999999}"#,
+    );
+    assert_eq!(
+        clients.resolve(&old).await.unwrap().application_type,
+        Some(ApplicationType::Web)
+    );
+
+    for unknown in ["desktop", "Native", ""] {
+        let refused = clients.register(registration(serde_json::json!({
+            "redirect_uris": ["http://127.0.0.1/cb"],
+            "application_type": unknown,
+        })));
+        match refused {
+            Err(super::clients::RegistrationError::Metadata(why)) => {
+                assert!(why.contains("application_type"), "{why}")
+            }
+            other => panic!("{unknown:?}: expected invalid_client_metadata, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn private_use_redirects_need_the_operators_scheme_and_host() {
+    use redirect::{RedirectError, RedirectPolicy, check_registrable};
+    let cursor = cursor_allowed().redirects;
+    let none = RedirectPolicy::default();
+    for ok in [
+        "cursor://anysphere.cursor-mcp/oauth/callback",
+        "cursor://anysphere.cursor-mcp/other/path?x=1",
+        // RFC 3986: scheme and host compare without case.
+        "CURSOR://AnySphere.Cursor-MCP/oauth/callback",
+        "Cursor://anysphere.cursor-mcp",
+    ] {
+        assert_eq!(check_registrable(ok, &cursor), Ok(()), "{ok}");
+        assert_eq!(
+            check_registrable(ok, &none),
+            Err(RedirectError::PrivateUseNotAllowed),
+            "{ok}"
+        );
+    }
+    for (refused, why) in [
+        (
+            "cursor://anysphere.cursor-mcp:8080/oauth/callback",
+            RedirectError::PrivateUseNotAllowed,
+        ),
+        (
+            "cursor://anysphere.cursor-mcp.evil.example/oauth/callback",
+            RedirectError::PrivateUseNotAllowed,
+        ),
+        (
+            "cursor://evil.example/oauth/callback",
+            RedirectError::PrivateUseNotAllowed,
+        ),
+        (
+            "vscode://anysphere.cursor-mcp/oauth/callback",
+            RedirectError::PrivateUseNotAllowed,
+        ),
+        (
+            "cursor://x@anysphere.cursor-mcp/oauth/callback",
+            RedirectError::Credentials,
+        ),
+        (
+            "cursor://anysphere.cursor-mcp/oauth/callback#x",
+            RedirectError::Fragment,
+        ),
+        ("cursor:/oauth/callback", RedirectError::Insecure),
+        ("cursor:anysphere.cursor-mcp", RedirectError::Insecure),
+        (
+            "javascript://anysphere.cursor-mcp/%0aalert(1)",
+            RedirectError::Insecure,
+        ),
+        ("data://anysphere.cursor-mcp/x", RedirectError::Insecure),
+        (
+            "file://anysphere.cursor-mcp/etc/passwd",
+            RedirectError::Insecure,
+        ),
+        ("http://anysphere.cursor-mcp/cb", RedirectError::Insecure),
+    ] {
+        assert_eq!(check_registrable(refused, &cursor), Err(why), "{refused}");
+    }
+    // The error a client gets tells its user what to ask the operator for.
+    assert!(
+        RedirectError::PrivateUseNotAllowed
+            .to_string()
+            .contains("oauth.redirect_schemes")
+    );
+}
+
+#[test]
+fn redirect_scheme_entries_are_scheme_and_host_only() {
+    use redirect::PrivateUseScheme;
+    for (entry, shown) in [
+        (
+            "cursor://anysphere.cursor-mcp",
+            "cursor://anysphere.cursor-mcp",
+        ),
+        (
+            "Cursor://AnySphere.Cursor-MCP/",
+            "cursor://anysphere.cursor-mcp",
+        ),
+        ("com.example.app://callback", "com.example.app://callback"),
+        ("claude://claude.ai", "claude://claude.ai"),
+    ] {
+        assert_eq!(
+            PrivateUseScheme::parse(entry).unwrap().to_string(),
+            shown,
+            "{entry}"
+        );
+    }
+    for entry in [
+        "https://claude.ai",
+        "http://localhost",
+        "HTTPS://claude.ai",
+        "javascript://x",
+        "data://x",
+        "file://host",
+        "vbscript://x",
+        "ws://x",
+        "cursor",
+        "cursor:",
+        "cursor://",
+        "cursor:/anysphere.cursor-mcp",
+        "cursor://anysphere.cursor-mcp/oauth/callback",
+        "cursor://anysphere.cursor-mcp:8080",
+        "cursor://user@anysphere.cursor-mcp",
+        "cursor://anysphere.cursor-mcp?x=1",
+        "cursor://*.cursor-mcp",
+        "1cursor://x",
+        "cur sor://x",
+    ] {
+        assert!(PrivateUseScheme::parse(entry).is_err(), "{entry}");
+    }
+}
+
+#[tokio::test]
+async fn a_custom_scheme_registration_is_refused_by_default_and_accepted_when_listed() {
+    // Cursor's registration: its custom-scheme callback (RFC 8252 s7.1).
+    let body = || {
+        registration(serde_json::json!({
+            "client_name": "Cursor",
+            "redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback"],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        }))
+    };
+    match clients(3600).register(body()) {
+        Err(super::clients::RegistrationError::RedirectUri(why)) => {
+            assert!(why.contains("oauth.redirect_schemes"), "{why}");
+            assert!(
+                why.contains("cursor://anysphere.cursor-mcp/oauth/callback"),
+                "{why}"
+            );
+        }
+        other => panic!("expected invalid_redirect_uri, got {other:?}"),
+    }
+    let clients = clients(3600).with_rules(cursor_allowed());
+    let answer = clients.register(body()).unwrap();
+    let client = clients
+        .resolve(answer["client_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(redirect::matches(
+        &client.redirect_uris,
+        "cursor://anysphere.cursor-mcp/oauth/callback"
+    ));
+    assert!(!redirect::matches(
+        &client.redirect_uris,
+        "cursor://anysphere.cursor-mcp/oauth/other"
+    ));
+}
+
+#[test]
+fn claude_and_chatgpt_callbacks_register_and_match_exactly() {
+    let clients = clients(3600);
+    for callback in [
+        "https://claude.ai/api/mcp/auth_callback",
+        "https://claude.com/api/mcp/auth_callback",
+        "https://chatgpt.com/connector_platform_oauth_redirect",
+        "https://chatgpt.com/connector/oauth/6f1c2a9e-3b4d-4e5f-8a7b-1c2d3e4f5a6b",
+    ] {
+        assert_eq!(
+            redirect::check_registrable(callback, &Default::default()),
+            Ok(()),
+            "{callback}"
+        );
+        let answer = clients
+            .register(registration(serde_json::json!({
+                "redirect_uris": [callback],
+                "token_endpoint_auth_method": "none",
+            })))
+            .unwrap();
+        assert_eq!(answer["redirect_uris"], serde_json::json!([callback]));
+        let registered = vec![callback.to_string()];
+        assert!(redirect::matches(&registered, callback));
+        assert!(!redirect::matches(&registered, &format!("{callback}/")));
+        assert!(!redirect::matches(
+            &registered,
+            &callback.replace("https://", "http://")
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_metadata_client_id_on_an_unlisted_host_is_refused_before_any_fetch() {
+    use crate::{
+        client_metadata::{ClientIdHost, ClientMetadataFetcher},
+        config::ClientMetadataConfig,
+        metrics::Metrics,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let fetcher =
+        ClientMetadataFetcher::new(&ClientMetadataConfig::default(), metrics.clone()).unwrap();
+    let fetches = || {
+        metrics
+            .encode()
+            .lines()
+            .filter(|line| line.starts_with("authz_client_metadata_fetches_total{"))
+            .count()
+    };
+    let sealer = Arc::new(super::Current::Generated(Arc::new(Sealer::new(vec![
+        vec![7u8; 32],
+    ]))));
+    let hosts = ["claude.ai", "vscode.dev", "*.example.com", "127.0.0.1"]
+        .iter()
+        .map(|entry| ClientIdHost::parse(entry).unwrap())
+        .collect();
+    let clients =
+        Clients::new(sealer, 3600, Some(fetcher)).with_rules(super::clients::ClientRules {
+            redirects: Default::default(),
+            metadata_hosts: hosts,
+        });
+    for refused in [
+        "https://evil.example.net/client.json",
+        "https://claude.ai.evil.example/oauth/claude-code-client-metadata",
+        "https://example.com/client.json",
+        "https://chatgpt.com/oauth/client.json",
+    ] {
+        assert!(
+            matches!(
+                clients.resolve(refused).await,
+                Err(ClientError::MetadataHostNotAllowed)
+            ),
+            "{refused}"
+        );
+    }
+    assert_eq!(fetches(), 0, "a fetch was attempted");
+    // A listed host goes on to the fetch (here refused by the address rules: loopback).
+    assert!(matches!(
+        clients.resolve("https://127.0.0.1/client.json").await,
+        Err(ClientError::Metadata(_))
+    ));
+    assert_eq!(fetches(), 1);
+    assert!(
+        ClientError::MetadataHostNotAllowed
+            .to_string()
+            .contains("not accepted here")
+    );
+}
+
+#[test]
+fn the_new_settings_are_read_and_bad_entries_name_the_key() {
+    use crate::config::Config;
+    let base = r#"
+[google]
+client_ids = ["a.apps.googleusercontent.com"]
+[access]
+domains = ["example.com"]
+[resource]
+url = "https://mcp.example.com/mcp"
+[oauth]
+issuer = "https://mcp.example.com"
+google_client_id = "a.apps.googleusercontent.com"
+google_client_secret = "s"
+"#;
+    let config = Config::load(Some(base), Vec::new()).unwrap();
+    let oauth = config.oauth.unwrap();
+    assert!(oauth.redirect_schemes.is_empty());
+    assert!(oauth.client_id_metadata_hosts.is_empty());
+
+    let text = format!(
+        "{base}redirect_schemes = [\"cursor://anysphere.cursor-mcp\"]\n\
+         client_id_metadata_hosts = [\"claude.ai\", \"*.example.com\"]\n"
+    );
+    let oauth = Config::load(Some(&text), Vec::new())
+        .unwrap()
+        .oauth
+        .unwrap();
+    assert_eq!(oauth.redirect_schemes.len(), 1);
+    assert_eq!(oauth.client_id_metadata_hosts.len(), 2);
+    // From the environment: a TOML array or a comma-separated list.
+    let env = vec![
+        (
+            "AUTHZ_OAUTH__REDIRECT_SCHEMES".to_string(),
+            "cursor://anysphere.cursor-mcp, claude://claude.ai".to_string(),
+        ),
+        (
+            "AUTHZ_OAUTH__CLIENT_ID_METADATA_HOSTS".to_string(),
+            r#"["vscode.dev"]"#.to_string(),
+        ),
+    ];
+    let oauth = Config::load(Some(base), env).unwrap().oauth.unwrap();
+    assert_eq!(oauth.redirect_schemes.len(), 2);
+    assert_eq!(oauth.client_id_metadata_hosts.len(), 1);
+
+    for (line, key) in [
+        (
+            r#"redirect_schemes = ["javascript://x"]"#,
+            "oauth.redirect_schemes",
+        ),
+        (
+            r#"redirect_schemes = ["https://claude.ai"]"#,
+            "oauth.redirect_schemes",
+        ),
+        (
+            r#"redirect_schemes = ["data://x"]"#,
+            "oauth.redirect_schemes",
+        ),
+        (
+            r#"redirect_schemes = ["file://x"]"#,
+            "oauth.redirect_schemes",
+        ),
+        (
+            r#"client_id_metadata_hosts = ["https://claude.ai"]"#,
+            "oauth.client_id_metadata_hosts",
+        ),
+        (
+            r#"client_id_metadata_hosts = ["*"]"#,
+            "oauth.client_id_metadata_hosts",
+        ),
+    ] {
+        let error = Config::load(Some(&format!("{base}{line}\n")), Vec::new()).unwrap_err();
+        assert_eq!(error.key, key, "{line}: {error}");
+        let entry = line.split('"').nth(1).unwrap();
+        assert!(error.to_string().contains(entry), "{line}: {error}");
     }
 }
