@@ -30,7 +30,7 @@ import time
 
 import requests
 
-from stack import ADA, Stack
+from stack import ADA, Stack, mcp_body, mcp_headers
 from test_ext_authz import foreign_key_token
 from test_oauth import OAuthStack
 
@@ -302,11 +302,10 @@ class Hostile:
             except requests.RequestException as error:
                 status, body = -1, repr(error)
             self.record("user_refresh", status, time.monotonic() - began, start, body[:200])
-        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        body = mcp_body("tools/list")
         try:
             status = session.post(f"{self.stack.origin}/mcp", json=body, timeout=10, headers={
-                "authorization": f"Bearer {self.user_access}", "accept": "application/json, text/event-stream",
-                "mcp-protocol-version": "2025-06-18"}).status_code
+                "authorization": f"Bearer {self.user_access}", **mcp_headers("tools/list")}).status_code
         except requests.RequestException:
             status = -1
         self.record("user_mcp", status, time.monotonic() - due, start)

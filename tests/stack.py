@@ -55,6 +55,33 @@ policy = "grafana"
 """.format(platform=PLATFORM, sre=SRE)
 
 
+# The MCP revision clients send today (the official SDK's `discover()`): every JSON-RPC POST
+# carries it with Mcp-Method (and Mcp-Name for a named call), which authz checks against the body.
+MCP_VERSION = "2026-07-28"
+
+
+def mcp_headers(method: str, name: str | None = None, version: str = MCP_VERSION) -> dict:
+    """The headers a streamable-HTTP client sends with a JSON-RPC POST of `method` (the MCP
+    filter parses only such requests)."""
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+               "mcp-protocol-version": version}
+    if version == MCP_VERSION:
+        headers["mcp-method"] = method
+        if name is not None:
+            headers["mcp-name"] = name
+    return headers
+
+
+def mcp_body(method: str, params: dict | None = None, version: str = MCP_VERSION, id: int = 1) -> dict:
+    """A JSON-RPC request as a client of `version` sends it (2026-07-28 puts the protocol
+    version and client capabilities in every request's `_meta`)."""
+    params = dict(params or {})
+    if version == MCP_VERSION:
+        params["_meta"] = {"io.modelcontextprotocol/protocolVersion": version,
+                           "io.modelcontextprotocol/clientCapabilities": {}}
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": params}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from stack import ADA, PLATFORM, SRE, TARGET, Process, Stack, demo_workspace, free_port, set_demo_groups, wait_until
+from stack import (ADA, PLATFORM, SRE, TARGET, Process, Stack, demo_workspace, free_port, mcp_body, mcp_headers,
+                   set_demo_groups, wait_until)
 
 LONG = {"positive_ttl": "5m", "negative_ttl": "5m", "refresh_ahead": "0s"}
 
@@ -31,12 +32,9 @@ def token_for(stack, email: str) -> str:
 
 def tools_list(stack, token: str) -> int:
     """One MCP `tools/list` on /grafana/mcp (the `grafana` policy: platform@ only)."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
-    return stack.envoy.request(
-        method="POST", path="/grafana/mcp", token=token, data=body,
-        headers={"content-type": "application/json",
-                 "accept": "application/json, text/event-stream",
-                 "mcp-protocol-version": "2025-06-18"}).status_code
+    body = json.dumps(mcp_body("tools/list"))
+    return stack.envoy.request(method="POST", path="/grafana/mcp", token=token, data=body,
+                               headers=mcp_headers("tools/list")).status_code
 
 
 def admin_ok(stack, *args: str) -> str:

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from stack import Stack, wait_until
+from stack import Stack, mcp_body, mcp_headers, wait_until
 from test_oauth import OAuthStack
 
 NEW_TOKENS_PER_SECOND = 20
@@ -85,11 +85,9 @@ def test_a_junk_token_spray_costs_google_a_bounded_rate_and_spares_real_users(st
 
 
 def tools_call(stack, token: str, tool: str) -> int:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": {"name": tool, "arguments": {}}})
-    return stack.envoy.request("POST", "/mcp", token=token, data=body, headers={
-        "content-type": "application/json", "accept": "application/json, text/event-stream",
-        "mcp-protocol-version": "2025-06-18"}).status_code
+    body = json.dumps(mcp_body("tools/call", {"name": tool, "arguments": {}}))
+    return stack.envoy.request("POST", "/mcp", token=token, data=body,
+                               headers=mcp_headers("tools/call", tool)).status_code
 
 
 def test_one_valid_token_cannot_flood_the_verdict_cache(long_cache):

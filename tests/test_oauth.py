@@ -35,7 +35,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from browser import google_sign_in
 from stack import (ADA, BOB, CONSUMER, PLATFORM, SRE, Authz, EchoUpstream, Envoy, McpUpstream, Process,
-                   StandIn, demo_workspace, free_port, oauth_config, set_demo_groups, wait_until)
+                   StandIn, demo_workspace, free_port, mcp_body, mcp_headers, oauth_config, set_demo_groups, wait_until)
 
 SEALING_KEY = secrets.token_hex(32)
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -178,10 +178,9 @@ class OAuthStack:
         return response.json()
 
     def mcp_status(self, access_token: str) -> int:
-        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        body = mcp_body("tools/list")
         return self.envoy.request("POST", "/mcp", token=access_token, json=body,
-                                  headers={"accept": "application/json, text/event-stream",
-                                           "mcp-protocol-version": "2025-06-18"}).status_code
+                                  headers=mcp_headers("tools/list")).status_code
 
 
 def s256(verifier: str) -> str:
@@ -247,7 +246,7 @@ def run_client_journey(stack: OAuthStack) -> None:
         async with httpx2.AsyncClient(auth=provider, verify=tls, timeout=20) as http:
             async with streamable_http_client(stack.resource, http_client=http) as streams:
                 async with ClientSession(streams[0], streams[1]) as mcp:
-                    await mcp.initialize()
+                    await mcp.discover()
                     return await action(mcp)
 
     async def tools_and_whoami(mcp):

@@ -16,7 +16,7 @@ import requests
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from stack import ADA, DOMAIN, PLATFORM, SRE, set_demo_groups, wait_until
+from stack import ADA, DOMAIN, PLATFORM, SRE, mcp_body, mcp_headers, set_demo_groups, wait_until
 from test_oauth import ACCESS_TTL, REDIRECT, OAuthStack, OfficialClient
 
 ALLOW_TTL = 2
@@ -31,7 +31,7 @@ def sdk_sign_in(stack: OAuthStack) -> tuple:
         async with httpx2.AsyncClient(auth=provider, verify=tls, timeout=20) as http:
             async with streamable_http_client(stack.resource, http_client=http) as streams:
                 async with ClientSession(streams[0], streams[1]) as mcp:
-                    await mcp.initialize()
+                    await mcp.discover()
                     who = await mcp.call_tool("whoami", {})
                     return json.loads(who.content[0].text)
 
@@ -243,7 +243,7 @@ def test_a_refused_tool_call_is_an_error_not_a_new_sign_in(tool_rule):
                                       event_hooks={"response": [record]}) as http:
             async with streamable_http_client(stack.resource, http_client=http) as streams:
                 async with ClientSession(streams[0], streams[1]) as mcp:
-                    await mcp.initialize()
+                    await mcp.discover()
                     allowed = await mcp.call_tool("whoami", {})
                     try:
                         refused = await mcp.call_tool("delete_dashboard", {"name": "x"})
@@ -256,8 +256,8 @@ def test_a_refused_tool_call_is_an_error_not_a_new_sign_in(tool_rule):
     assert 403 in statuses, statuses
     assert isinstance(refused, Exception) or refused.is_error, refused
     assert len(sign_ins) == 1, "the refusal sent the user back to sign in"
-    body = stack.envoy.request("POST", "/mcp", token=storage.tokens.access_token, json={
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "delete_dashboard", "arguments": {}}},
-        headers={"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-06-18"})
+    body = stack.envoy.request("POST", "/mcp", token=storage.tokens.access_token, json=mcp_body(
+        "tools/call", {"name": "delete_dashboard", "arguments": {}}),
+        headers=mcp_headers("tools/call", "delete_dashboard"))
     assert body.status_code == 403 and "www-authenticate" not in body.headers
     assert body.json()["error"] == "access_denied" and body.json()["policy"] == "default"

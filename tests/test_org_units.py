@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from stack import DIRECTORY_SCOPE, DOMAIN, Stack, demo_workspace, wait_until
+from stack import DIRECTORY_SCOPE, DOMAIN, Stack, demo_workspace, mcp_body, mcp_headers, wait_until
 
 USER_SCOPE = "https://www.googleapis.com/auth/admin.directory.user.readonly"
 ADA, GRACE, BOB, DAVE, ERIN = (f"{name}@{DOMAIN}" for name in ("ada", "grace", "bob", "dave", "erin"))
@@ -39,11 +39,9 @@ def stack(tmp_path_factory):
 
 def status(stack, email: str) -> int:
     token = stack.standin.id_token(email=email, sub=str(abs(hash(email)) % 10**12))
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}})
+    body = json.dumps(mcp_body("tools/list"))
     return stack.envoy.request(method="POST", path="/mcp", token=token, data=body,
-                               headers={"content-type": "application/json",
-                                        "accept": "application/json, text/event-stream",
-                                        "mcp-protocol-version": "2025-06-18"}).status_code
+                               headers=mcp_headers("tools/list")).status_code
 
 
 def test_only_active_accounts_of_the_units_are_admitted(stack):

@@ -24,7 +24,8 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from stack import ADA, BOB, DOMAIN, GRACE, PLATFORM, SRE, Stack, demo_workspace, set_demo_groups, wait_until
+from stack import (ADA, BOB, DOMAIN, GRACE, MCP_VERSION, PLATFORM, SRE, Stack, demo_workspace, mcp_body, mcp_headers,
+                   set_demo_groups, wait_until)
 
 # Short lifetimes so that changes and outages play out within a test.
 POSITIVE_TTL, ALLOW_TTL, STALE_BOUND = 2, 1, 4
@@ -50,10 +51,10 @@ def token_for(stack, email: str) -> str:
     return stack.standin.id_token(email=email, sub=str(abs(hash(email)) % 10**12))
 
 
-def mcp(stack, path: str, token: str, action, statuses: list | None = None):
-    """Runs `action(session)` in an initialized MCP session through Envoy, as a real client.
-    The HTTP status of every response is appended to `statuses` (the SDK reports a refusal
-    only as a generic error)."""
+def mcp(stack, path: str, token: str, action, statuses: list | None = None, handshake: str = "discover"):
+    """Runs `action(session)` in an MCP session through Envoy, as a real client: MCP 2026-07-28
+    (`discover`), or the legacy `initialize` handshake. The HTTP status of every response is
+    appended to `statuses` (the SDK reports a refusal only as a generic error)."""
 
     async def record(response):
         if statuses is not None:
@@ -66,7 +67,7 @@ def mcp(stack, path: str, token: str, action, statuses: list | None = None):
                                       event_hooks={"response": [record]}) as http:
             async with streamable_http_client(f"{stack.envoy.url}{path}", http_client=http) as streams:
                 async with ClientSession(streams[0], streams[1]) as session:
-                    await session.initialize()
+                    await getattr(session, handshake)()
                     return await action(session)
 
     return asyncio.run(run())
@@ -77,16 +78,15 @@ def tool_text(result) -> str:
     return result.content[0].text
 
 
-def rpc(stack, path: str, token: str, method: str, params: dict | None = None, raw: str | None = None):
+def rpc(stack, path: str, token: str, method: str, params: dict | None = None, raw: str | None = None,
+        headers: dict | None = None):
     """One JSON-RPC POST with the headers a streamable-HTTP client sends (the MCP filter parses
-    only such requests)."""
-    body = raw if raw is not None else json.dumps(
-        {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}})
-    return stack.envoy.request(
-        method="POST", path=path, token=token, data=body,
-        headers={"content-type": "application/json",
-                 "accept": "application/json, text/event-stream",
-                 "mcp-protocol-version": "2025-06-18"})
+    only such requests); `headers` override them (None removes one)."""
+    headers = {**mcp_headers(method, (params or {}).get("name")), **(headers or {})}
+    headers = {name: value for name, value in headers.items() if value is not None}
+    version = headers.get("mcp-protocol-version", "")
+    body = raw if raw is not None else json.dumps(mcp_body(method, params, version=version))
+    return stack.envoy.request(method="POST", path=path, token=token, data=body, headers=headers)
 
 
 def audit_for(stack, response) -> dict:
@@ -190,8 +190,9 @@ def test_a_post_the_mcp_filter_cannot_classify_is_refused_where_rules_apply(stac
     token = token_for(stack, ADA)
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                        "params": {"name": "delete_dashboard", "arguments": {"name": "x"}}})
-    for headers in ({"content-type": "application/json", "accept": "application/json"},
-                    {"content-type": "text/plain", "accept": "application/json, text/event-stream"}):
+    current = {"mcp-protocol-version": MCP_VERSION, "mcp-method": "tools/call", "mcp-name": "delete_dashboard"}
+    for headers in ({"content-type": "application/json", "accept": "application/json", **current},
+                    {"content-type": "text/plain", "accept": "application/json, text/event-stream", **current}):
         response = stack.envoy.request(method="POST", path="/grafana/mcp", token=token,
                                        data=body, headers=headers)
         assert response.status_code == 403, (headers, response.text)
@@ -220,6 +221,109 @@ def test_duplicate_json_keys_cannot_smuggle_a_tool_past_the_rule(stack):
            '"params":{"name":"delete_dashboard","arguments":{"name":"x"}}}')
     response = rpc(stack, "/grafana/mcp", token, "tools/call", raw=raw)
     assert "deleted" not in response.text, response.text
+
+
+def delete_call(name: str = "delete_dashboard") -> dict:
+    return {"name": name, "arguments": {"name": "x"}}
+
+
+def json_rpc_error(response) -> dict:
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    assert "www-authenticate" not in response.headers
+    return response.json()["error"]
+
+
+def test_mcp_headers_that_disagree_with_the_body_are_refused_both_ways(stack):
+    """MCP 2026-07-28 requests name their method and tool in Mcp-Method and Mcp-Name. authz
+    decides on the body (as the upstream executes it) and refuses a request whose headers say
+    otherwise, so neither can be used to slip a tool past a rule (GRACE may delete; the
+    refusal is about the request, whoever sends it)."""
+    for email in (ADA, GRACE):
+        token = token_for(stack, email)
+        cases = {
+            "header lists, body deletes": {"mcp-method": "tools/list"},
+            "header names a harmless tool": {"mcp-name": "list_dashboards"},
+            "header calls, body lists": "tools/list",
+            "the name header twice": {"mcp-name": "list_dashboards,delete_dashboard"},
+            "no name header": {"mcp-name": None},
+        }
+        for case, change in cases.items():
+            if change == "tools/list":
+                response = rpc(stack, "/grafana/mcp", token, "tools/list",
+                               headers={"mcp-method": "tools/call", "mcp-name": "delete_dashboard"})
+            else:
+                headers = mcp_headers("tools/call", "delete_dashboard")
+                headers.update(change)
+                headers = {k: v for k, v in headers.items() if v is not None}
+                body = json.dumps(mcp_body("tools/call", delete_call()))
+                response = stack.envoy.request(method="POST", path="/grafana/mcp", token=token, data=body,
+                                               headers=headers)
+            assert response.status_code == 400, (email, case, response.status_code, response.text)
+            assert json_rpc_error(response)["code"] == -32020, (case, response.text)
+            assert "deleted" not in response.text
+            assert audit_for(stack, response)["reason"] == "mcp_headers_mismatch"
+    # Agreeing headers: the rule decides (ADA refused, GRACE allowed).
+    assert rpc(stack, "/grafana/mcp", token_for(stack, ADA), "tools/call", delete_call()).status_code == 403
+    allowed = rpc(stack, "/grafana/mcp", token_for(stack, GRACE), "tools/call", delete_call())
+    assert allowed.status_code == 200 and "deleted" in allowed.text, allowed.text
+
+
+def leaves(error: BaseException):
+    """The exceptions inside (nested) exception groups, as the SDK's task groups raise them."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaves(inner)
+    else:
+        yield error
+
+
+def test_tool_rules_need_the_protocol_revision_whose_headers_are_checked(stack):
+    """An older client (no Mcp-Method/Mcp-Name to check) gets a clear JSON-RPC error on a route
+    whose policy has tool rules; routes without tool rules keep serving it."""
+    token = token_for(stack, GRACE)
+    for version in ("2025-11-25", "2025-06-18"):
+        response = rpc(stack, "/grafana/mcp", token, "tools/list", headers=mcp_headers("tools/list", version=version))
+        assert response.status_code == 400, response.text
+        error = json_rpc_error(response)
+        assert error["code"] == -32022 and error["data"] == {"supported": [MCP_VERSION], "requested": version}
+        assert audit_for(stack, response)["reason"] == "mcp_protocol_too_old"
+        legacy = rpc(stack, "/mcp", token, "tools/list", headers=mcp_headers("tools/list", version=version))
+        assert legacy.status_code == 200, legacy.text
+    # No version header at all, and a duplicated one.
+    no_version = {"mcp-protocol-version": None}
+    assert rpc(stack, "/grafana/mcp", token, "tools/list", headers=no_version).status_code == 400
+    twice = rpc(stack, "/grafana/mcp", token, "tools/list",
+                headers={"mcp-protocol-version": f"2025-11-25, {MCP_VERSION}"})
+    assert twice.status_code == 400
+
+    # The official SDK: its legacy handshake is refused with that error; its current
+    # protocol works.
+    async def legacy(session):
+        return None
+
+    with pytest.raises(Exception) as refused:
+        mcp(stack, "/grafana/mcp", token, legacy, handshake="initialize")
+    errors = list(leaves(refused.value))
+    assert any(getattr(e, "code", None) == -32022 for e in errors), errors
+
+    async def listed(session):
+        return [tool.name for tool in (await session.list_tools()).tools]
+
+    assert "delete_dashboard" in mcp(stack, "/grafana/mcp", token, listed)
+
+
+def test_a_body_too_large_for_the_mcp_filter_is_not_classified(stack):
+    """Past the MCP filter's body limit, its metadata describes only the start of the body (a
+    later duplicate "name" would be what the upstream runs): authz refuses it where tool rules
+    apply, and Envoy refuses duplicate keys outright."""
+    token = token_for(stack, GRACE)
+    padding = "x" * (1024 * 1024 + 1)
+    raw = ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_dashboards",'
+           f'"arguments":{{"pad":"{padding}"}},"name":"delete_dashboard"}}}}')
+    response = rpc(stack, "/grafana/mcp", token, "tools/call", raw=raw,
+                   headers={"mcp-name": "list_dashboards"})
+    assert response.status_code in (400, 403, 413), response.status_code
+    assert "deleted" not in response.text
 
 
 def test_removing_a_user_from_the_group_takes_effect_within_the_ttl(stack):

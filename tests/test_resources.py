@@ -54,7 +54,7 @@ def connect(stack, client: OfficialClient, action, statuses=None):
                                       event_hooks={"response": [record]}) as http:
             async with streamable_http_client(client.server_url, http_client=http) as streams:
                 async with ClientSession(streams[0], streams[1]) as mcp:
-                    await mcp.initialize()
+                    await mcp.discover()
                     return await action(mcp)
 
     return asyncio.run(session())

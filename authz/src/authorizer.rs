@@ -416,6 +416,8 @@ impl Authorizer {
             known,
             u8::from(request.mcp.method.is_some()),
             u8::from(request.mcp.tool.is_some()),
+            u8::from(request.mcp.headers_disagree),
+            u8::from(request.mcp.protocol_too_old),
         ];
         cache::key(
             credential.token(),

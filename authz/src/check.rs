@@ -8,6 +8,7 @@
 
 use std::{borrow::Cow, sync::Arc, time::Instant};
 
+use base64::Engine as _;
 use envoy_types::{
     ext_authz::v3::{
         CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
@@ -17,7 +18,7 @@ use envoy_types::{
         },
     },
     pb::{
-        envoy::service::auth::v3::AttributeContext,
+        envoy::service::auth::v3::{AttributeContext, attribute_context::HttpRequest},
         google::protobuf::{Value, value::Kind},
     },
 };
@@ -31,7 +32,7 @@ use crate::{
     config::{Config, OutageResponse},
     credentials::CredentialError,
     google::BackendError,
-    policy::{CONTEXT_KEY, McpCall},
+    policy::{CONTEXT_KEY, CURRENT_PROTOCOL, Forbidden, McpCall},
     telemetry,
     verdict::{Unauthenticated, Verdict},
 };
@@ -101,7 +102,9 @@ impl Authorization for CheckService {
             policy: attributes
                 .and_then(|a| a.context_extensions.get(CONTEXT_KEY))
                 .map(String::as_str),
-            mcp: attributes.map(mcp_call).unwrap_or_default(),
+            mcp: attributes
+                .map(|attributes| mcp_call(attributes, http))
+                .unwrap_or_default(),
         };
         match self
             .authorizer
@@ -114,7 +117,8 @@ impl Authorization for CheckService {
                 telemetry::record_decision(&span, &decision);
                 audit::decision(request_id, &decision, latency);
                 self.authorizer.metrics().decision(&decision, latency);
-                Ok(Response::new(self.responses.render(&decision)))
+                let protocol = http.and_then(|http| header_text(http, "mcp-protocol-version"));
+                Ok(Response::new(self.responses.render(&decision, protocol)))
             }
             Err(error) => {
                 let latency = started.elapsed();
@@ -129,17 +133,25 @@ impl Authorization for CheckService {
 
 const MAX_REQUEST_ID: usize = 128;
 
-/// The JSON-RPC method and tool name as Envoy's MCP filter exported them, e.g.
-/// `{"method":"tools/call","params":{"name":"delete_dashboard"},"is_mcp_request":true,...}`.
-/// Anything missing or of the wrong type reads as absent, which the policy treats fail-closed.
-fn mcp_call(attributes: &AttributeContext) -> McpCall<'_> {
+/// The JSON-RPC method and tool name as Envoy's MCP filter exported them from the body, e.g.
+/// `{"method":"tools/call","params":{"name":"delete_dashboard"},"status":"mcp_ok",...}`, and how
+/// the request's `Mcp-Method`, `Mcp-Name` and `MCP-Protocol-Version` headers compare with them.
+/// Anything missing or of the wrong type reads as absent, which the policy treats fail-closed;
+/// a body the filter could not read whole and well-formed (too large, duplicate keys, not
+/// JSON-RPC) reads as unclassified, since its metadata may not be what the upstream executes.
+fn mcp_call<'a>(attributes: &'a AttributeContext, http: Option<&'a HttpRequest>) -> McpCall<'a> {
+    let header = |name: &str| http.and_then(|http| header_text(http, name));
+    let protocol_too_old = header("mcp-protocol-version") != Some(CURRENT_PROTOCOL);
     let Some(fields) = attributes
         .metadata_context
         .as_ref()
         .and_then(|m| m.filter_metadata.get(MCP_METADATA_NAMESPACE))
         .map(|s| &s.fields)
     else {
-        return McpCall::default();
+        return McpCall {
+            protocol_too_old,
+            ..McpCall::default()
+        };
     };
     fn string(value: Option<&Value>) -> Option<&str> {
         match value.and_then(|v| v.kind.as_ref()) {
@@ -147,17 +159,87 @@ fn mcp_call(attributes: &AttributeContext) -> McpCall<'_> {
             _ => None,
         }
     }
+    let whole = string(fields.get("status")).is_none_or(|status| status == "mcp_ok")
+        && !matches!(
+            fields
+                .get("is_exceeding_limit")
+                .and_then(|v| v.kind.as_ref()),
+            Some(Kind::BoolValue(true))
+        );
+    if !whole {
+        return McpCall {
+            protocol_too_old,
+            ..McpCall::default()
+        };
+    }
     let params = match fields.get("params").and_then(|v| v.kind.as_ref()) {
         Some(Kind::StructValue(params)) => Some(&params.fields),
         _ => None,
     };
     let method = string(fields.get("method"));
+    // What `Mcp-Name` must repeat: the tool or prompt name, or the resource URI.
+    let subject = params.and_then(|p| string(p.get("name")).or_else(|| string(p.get("uri"))));
+    let headers_disagree = method.is_some_and(|method| {
+        let current = !protocol_too_old;
+        let method_header = header("mcp-method");
+        let name_header = header("mcp-name").map(decode_header_name);
+        let method_wrong = match method_header {
+            Some(value) => value != method,
+            None => current,
+        };
+        let name_wrong = match (name_header, subject) {
+            (Some(value), Some(subject)) => value.as_deref() != Some(subject),
+            (Some(_), None) => false,
+            (None, _) => current && method == "tools/call",
+        };
+        method_wrong || name_wrong
+    });
     McpCall {
         method,
         tool: match method {
             Some("tools/call") => string(params.and_then(|p| p.get("name"))),
             _ => None,
         },
+        headers_disagree,
+        protocol_too_old,
+    }
+}
+
+/// An `Mcp-Name` value: as sent, or `=?base64?...?=` (names that are not plain header text).
+/// `None` when the encoding is broken.
+fn decode_header_name(value: &str) -> Option<Cow<'_, str>> {
+    let Some(encoded) = value
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    else {
+        return Some(Cow::Borrowed(value));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    String::from_utf8(bytes).ok().map(Cow::Owned)
+}
+
+/// A request header as text, from `headers` or from `header_map` (raw headers); repeated
+/// headers arrive comma-joined in `headers`, which then never equals a single value.
+fn header_text<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    if let Some(value) = http.headers.get(name) {
+        return Some(value);
+    }
+    let map = http.header_map.as_ref()?;
+    let mut found = map
+        .headers
+        .iter()
+        .filter(|h| h.key.eq_ignore_ascii_case(name));
+    let first = found.next()?;
+    if found.next().is_some() {
+        // Repeated: not one value (the caller compares it with one).
+        return Some("");
+    }
+    if first.raw_value.is_empty() {
+        Some(&first.value)
+    } else {
+        std::str::from_utf8(&first.raw_value).ok()
     }
 }
 
@@ -238,7 +320,8 @@ impl Extractor for TraceHeaders<'_> {
 }
 
 impl Responses {
-    fn render(&self, decision: &Decision) -> CheckResponse {
+    /// `protocol`: the request's `MCP-Protocol-Version`, named back in a -32022 error.
+    fn render(&self, decision: &Decision, protocol: Option<&str>) -> CheckResponse {
         match &decision.verdict {
             Verdict::Allow(principal, _) => {
                 let mut ok = OkHttpResponseBuilder::new();
@@ -265,6 +348,12 @@ impl Responses {
             // challenge: MCP clients answer it with a new sign-in, and no consent can grant a
             // domain, a group or a tool rule (MCP 2026-07-28, scope challenge handling), so it
             // would only send the user round the browser for nothing.
+            // The request's MCP form, not the user, is refused: a JSON-RPC error MCP clients
+            // read (the official SDKs pass it to the caller; on -32022 a client that speaks
+            // the supported revision retries with it).
+            Verdict::Forbidden(_, refusal) if refusal.why.is_bad_request() => {
+                self.bad_mcp_request(refusal.why, protocol)
+            }
             Verdict::Forbidden(_, refusal) => self.denied(
                 HttpStatusCode::Forbidden,
                 Status::permission_denied(refusal.why.reason()),
@@ -332,6 +421,36 @@ impl Responses {
             .add_header("cache-control", "no-store", overwrite, false)
             .set_body(body.render());
         let mut response = CheckResponse::with_status(grpc_status);
+        response.set_http_response(denied);
+        response
+    }
+
+    /// A 400 with a JSON-RPC error body, as Envoy's MCP filter and MCP servers answer one
+    /// (`id` null: the body's id is not ours to read).
+    fn bad_mcp_request(&self, why: Forbidden, protocol: Option<&str>) -> CheckResponse {
+        let error = match why {
+            Forbidden::McpProtocolTooOld => {
+                // Echo the requested version only when it looks like one.
+                let requested = protocol
+                    .filter(|v| v.len() == 10 && v.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "code": -32022,
+                    "message": why.to_string(),
+                    "data": { "supported": [CURRENT_PROTOCOL], "requested": requested },
+                })
+            }
+            _ => serde_json::json!({ "code": -32020, "message": why.to_string() }),
+        };
+        let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": error });
+        let mut denied = DeniedHttpResponseBuilder::new();
+        let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
+        denied
+            .set_http_status(HttpStatusCode::BadRequest)
+            .add_header("content-type", "application/json", overwrite, false)
+            .add_header("cache-control", "no-store", overwrite, false)
+            .set_body(body.to_string());
+        let mut response = CheckResponse::with_status(Status::invalid_argument(why.reason()));
         response.set_http_response(denied);
         response
     }

@@ -68,14 +68,26 @@ enum RuleAction {
     Admit(Admission),
 }
 
-/// What the MCP filter told us about the request body.
+/// What the MCP filter told us about the request body, and how the request's MCP headers
+/// compare with it (set by the Check module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct McpCall<'a> {
     /// The JSON-RPC method, e.g. `tools/call`.
     pub method: Option<&'a str>,
     /// `params.name` of a `tools/call`.
     pub tool: Option<&'a str>,
+    /// `Mcp-Method` or `Mcp-Name` says something else than the body, or a header the request's
+    /// protocol revision requires is missing: the upstream might act on either, so the request
+    /// is refused (400) whatever the policy.
+    pub headers_disagree: bool,
+    /// `MCP-Protocol-Version` is not [`CURRENT_PROTOCOL`], the revision whose headers are
+    /// verified against the body: refused (400) where the policy has tool rules.
+    pub protocol_too_old: bool,
 }
+
+/// The MCP revision (2026-07-28) whose `Mcp-Method`/`Mcp-Name` headers must equal the body; on
+/// routes with tool rules, requests must declare it.
+pub const CURRENT_PROTOCOL: &str = "2026-07-28";
 
 /// The facts of a request a policy reads besides the principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +164,12 @@ pub enum Forbidden {
     McpMetadataMissing,
     #[error("the route names a policy that does not exist")]
     UnknownPolicy,
+    #[error("the request's Mcp-Method or Mcp-Name header does not match its body")]
+    McpHeadersMismatch,
+    #[error(
+        "this MCP server's tool rules need MCP protocol version 2026-07-28 (Mcp-Method and Mcp-Name headers)"
+    )]
+    McpProtocolTooOld,
 }
 
 impl Forbidden {
@@ -166,7 +184,17 @@ impl Forbidden {
             Forbidden::RuleDenied => "rule_denied",
             Forbidden::McpMetadataMissing => "mcp_metadata_missing",
             Forbidden::UnknownPolicy => "unknown_policy",
+            Forbidden::McpHeadersMismatch => "mcp_headers_mismatch",
+            Forbidden::McpProtocolTooOld => "mcp_protocol_too_old",
         }
+    }
+
+    /// A refusal of the request's form, not of the user: a 400 the client can fix, not a 403.
+    pub fn is_bad_request(self) -> bool {
+        matches!(
+            self,
+            Forbidden::McpHeadersMismatch | Forbidden::McpProtocolTooOld
+        )
     }
 }
 
@@ -193,6 +221,9 @@ pub fn decide(
         }))
     };
     let policy_rule = POLICY_RULE.clone();
+    if request.mcp.headers_disagree {
+        return refuse(&policy_rule, Forbidden::McpHeadersMismatch, None);
+    }
     if let Err(why) = policy.check_domain(principal) {
         return refuse(&policy_rule, why, None);
     }
@@ -226,6 +257,11 @@ pub fn decide(
         Evaluation::Refused(group) => return refuse(&policy_rule, Forbidden::NotInGroups, group),
         Evaluation::Need(group) => return Step::NeedGroup(group),
     };
+    // Tool rules read the body's method and tool, which only the current revision's headers
+    // are checked against (an older client's upstream may act on something else).
+    if !policy.rules.is_empty() && request.mcp.protocol_too_old {
+        return refuse(&policy_rule, Forbidden::McpProtocolTooOld, None);
+    }
     if !policy.rules.is_empty() && request.mcp.method.is_none() && request.http_method == "POST" {
         return refuse(&policy_rule, Forbidden::McpMetadataMissing, None);
     }

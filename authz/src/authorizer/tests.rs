@@ -211,12 +211,32 @@ async fn the_verdict_key_feeds_every_input() {
         let selected = rules.policies.select(named, "/mcp");
         let request = policy::Request {
             http_method,
-            mcp: McpCall { method, tool },
+            mcp: McpCall {
+                method,
+                tool,
+                ..McpCall::default()
+            },
+        };
+        authorizer.verdict_key(&rules, credential, &selected, request)
+    };
+    let headers = |headers_disagree: bool, protocol_too_old: bool| {
+        let rules = authorizer.rules.load_full();
+        let selected = rules.policies.select(None, "/mcp");
+        let mcp = McpCall {
+            method: Some("tools/call"),
+            tool: Some("t"),
+            headers_disagree,
+            protocol_too_old,
+        };
+        let request = policy::Request {
+            http_method: "POST",
+            mcp,
         };
         authorizer.verdict_key(&rules, credential, &selected, request)
     };
     let call = Some("tools/call");
     let base = key(&authorizer, None, "POST", call, Some("t"));
+    assert_eq!(headers(false, false), base);
     let variations = [
         (
             "the policy",
@@ -244,6 +264,8 @@ async fn the_verdict_key_feeds_every_input() {
             "the signing keys",
             key(&other_keys, None, "POST", call, Some("t")),
         ),
+        ("disagreeing MCP headers", headers(true, false)),
+        ("an old MCP protocol", headers(false, true)),
     ];
     for (what, varied) in &variations {
         assert_ne!(*varied, base, "{what} does not feed the verdict key");
@@ -274,6 +296,7 @@ async fn one_token_caches_a_bounded_number_of_verdicts() {
             mcp: McpCall {
                 method: Some("tools/call"),
                 tool: Some(tool),
+                ..McpCall::default()
             },
             ..facts(&bearer)
         };
@@ -291,6 +314,7 @@ async fn one_token_caches_a_bounded_number_of_verdicts() {
         mcp: McpCall {
             method: Some("tools/call"),
             tool: Some(&tools[199]),
+            ..McpCall::default()
         },
         ..facts(&bearer)
     };

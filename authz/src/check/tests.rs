@@ -65,11 +65,14 @@ fn refusal(why: Forbidden) -> Arc<Refusal> {
 
 fn render(verdict: Verdict) -> CheckResponse {
     let config = config(&[]);
-    responses(&config).render(&Decision {
-        verdict,
-        cache: CacheUse::Miss,
-        resource: config.protected_resources().default_resource().clone(),
-    })
+    responses(&config).render(
+        &Decision {
+            verdict,
+            cache: CacheUse::Miss,
+            resource: config.protected_resources().default_resource().clone(),
+        },
+        None,
+    )
 }
 
 fn denied(response: &CheckResponse) -> (i32, HashMap<String, String>, serde_json::Value) {
@@ -358,28 +361,199 @@ fn mcp_metadata(fields: serde_json::Value) -> AttributeContext {
     }
 }
 
+fn http(headers: &[(&str, &str)]) -> HttpRequest {
+    HttpRequest {
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn mcp_method_and_tool_come_from_the_mcp_filter_metadata() {
     use serde_json::json;
+    let current = http(&[
+        ("mcp-protocol-version", CURRENT_PROTOCOL),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "delete_dashboard"),
+    ]);
     // The layout Envoy 1.40's MCP filter emits for a tools/call.
     let call = mcp_metadata(json!({
         "id": 1, "is_mcp_request": true, "jsonrpc": "2.0", "method": "tools/call",
         "params": {"name": "delete_dashboard"}, "status": "mcp_ok",
     }));
     assert_eq!(
-        mcp_call(&call),
+        mcp_call(&call, Some(&current)),
         McpCall {
             method: Some("tools/call"),
-            tool: Some("delete_dashboard")
+            tool: Some("delete_dashboard"),
+            headers_disagree: false,
+            protocol_too_old: false,
         }
     );
+    // Without the version header: an older revision, whose headers nothing verifies.
+    let old = mcp_call(&call, None);
+    assert!(old.protocol_too_old && !old.headers_disagree);
+    assert_eq!(old.tool, Some("delete_dashboard"));
     // A name on another method is not a tool.
     let other = mcp_metadata(json!({"method": "prompts/get", "params": {"name": "x"}}));
-    assert_eq!(mcp_call(&other).tool, None);
+    assert_eq!(mcp_call(&other, None).tool, None);
     // Wrong types read as absent (and the policy fails closed on absent).
+    let absent = McpCall {
+        protocol_too_old: true,
+        ..McpCall::default()
+    };
     let odd = mcp_metadata(json!({"method": 7, "params": {"name": ["a"]}}));
-    assert_eq!(mcp_call(&odd), McpCall::default());
+    assert_eq!(mcp_call(&odd, None), absent);
     let odd_tool = mcp_metadata(json!({"method": "tools/call", "params": "delete_x"}));
-    assert_eq!(mcp_call(&odd_tool).tool, None);
-    assert_eq!(mcp_call(&AttributeContext::default()), McpCall::default());
+    assert_eq!(mcp_call(&odd_tool, None).tool, None);
+    assert_eq!(mcp_call(&AttributeContext::default(), None), absent);
+}
+
+/// A body the filter could not read whole or well-formed is unclassified: its metadata may name
+/// `read_x` while the upstream reads a later `"name":"delete_x"` past the filter's limit.
+#[test]
+fn a_truncated_or_malformed_body_is_unclassified() {
+    use serde_json::json;
+    for metadata in [
+        json!({"method": "tools/call", "params": {"name": "read_x"}, "status": "mcp_ok",
+               "is_exceeding_limit": true}),
+        json!({"method": "tools/call", "params": {"name": "read_x"},
+               "status": "mcp_duplicate_keys"}),
+        json!({"method": "tools/call", "params": {"name": "read_x"},
+               "status": "mcp_body_too_large"}),
+    ] {
+        let attributes = mcp_metadata(metadata.clone());
+        let call = mcp_call(&attributes, None);
+        assert_eq!((call.method, call.tool), (None, None), "{metadata}");
+    }
+}
+
+#[test]
+fn mcp_headers_must_repeat_the_body() {
+    use serde_json::json;
+    let call_delete = mcp_metadata(json!({
+        "method": "tools/call", "params": {"name": "delete_x"}, "status": "mcp_ok",
+    }));
+    let list = mcp_metadata(json!({"method": "tools/list", "status": "mcp_ok"}));
+    let v = ("mcp-protocol-version", CURRENT_PROTOCOL);
+    let disagree = |metadata: &AttributeContext, headers: &[(&str, &str)]| {
+        mcp_call(metadata, Some(&http(headers))).headers_disagree
+    };
+    // Both directions: the header names a harmless method or tool, the body the other.
+    assert!(disagree(&call_delete, &[v, ("mcp-method", "tools/list")]));
+    assert!(disagree(
+        &list,
+        &[v, ("mcp-method", "tools/call"), ("mcp-name", "delete_x")]
+    ));
+    assert!(disagree(
+        &call_delete,
+        &[v, ("mcp-method", "tools/call"), ("mcp-name", "read_x")]
+    ));
+    // Repeated headers arrive comma-joined: never one value.
+    assert!(disagree(
+        &call_delete,
+        &[
+            v,
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "read_x,delete_x")
+        ]
+    ));
+    // Case matters in MCP names and methods.
+    assert!(disagree(
+        &call_delete,
+        &[v, ("mcp-method", "TOOLS/CALL"), ("mcp-name", "delete_x")]
+    ));
+    // Required by the current revision.
+    assert!(disagree(&call_delete, &[v, ("mcp-name", "delete_x")]));
+    assert!(disagree(&call_delete, &[v, ("mcp-method", "tools/call")]));
+    // Base64 names decode before comparing; broken base64 never matches.
+    let b64 = |name: &str| {
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(name)
+        )
+    };
+    assert!(!disagree(
+        &call_delete,
+        &[
+            v,
+            ("mcp-method", "tools/call"),
+            ("mcp-name", &b64("delete_x"))
+        ]
+    ));
+    assert!(disagree(
+        &call_delete,
+        &[
+            v,
+            ("mcp-method", "tools/call"),
+            ("mcp-name", &b64("read_x"))
+        ]
+    ));
+    assert!(disagree(
+        &call_delete,
+        &[
+            v,
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?%%?=")
+        ]
+    ));
+    // Agreeing headers; a name header on a method without one is ignored.
+    assert!(!disagree(
+        &call_delete,
+        &[v, ("mcp-method", "tools/call"), ("mcp-name", "delete_x")]
+    ));
+    assert!(!disagree(
+        &list,
+        &[v, ("mcp-method", "tools/list"), ("mcp-name", "x")]
+    ));
+    // An older revision need not send them, but what it sends must agree.
+    assert!(!disagree(&call_delete, &[]));
+    assert!(disagree(
+        &call_delete,
+        &[
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-name", "read_x")
+        ]
+    ));
+}
+
+#[test]
+fn a_bad_mcp_request_is_a_json_rpc_400_without_a_challenge() {
+    let config = config(&[]);
+    let render = |why: Forbidden, protocol: Option<&str>| {
+        let refusal = Refusal {
+            policy: Arc::from("grafana"),
+            rule: Arc::from("policy"),
+            why,
+            group: None,
+        };
+        responses(&config).render(
+            &Decision {
+                verdict: Verdict::Forbidden(principal(Some("ada@example.com")), Arc::new(refusal)),
+                cache: CacheUse::Miss,
+                resource: config.protected_resources().default_resource().clone(),
+            },
+            protocol,
+        )
+    };
+    let (status, headers, body) = denied(&render(Forbidden::McpProtocolTooOld, Some("2025-11-25")));
+    assert_eq!(status, 400);
+    assert!(!headers.contains_key("www-authenticate"));
+    assert_eq!(body["error"]["code"], -32022);
+    assert_eq!(body["error"]["data"]["supported"][0], CURRENT_PROTOCOL);
+    assert_eq!(body["error"]["data"]["requested"], "2025-11-25");
+    // Nothing but a version-shaped value is echoed.
+    let (_, _, body) = denied(&render(
+        Forbidden::McpProtocolTooOld,
+        Some("<script>x</script>"),
+    ));
+    assert_eq!(body["error"]["data"]["requested"], "");
+    let (status, _, body) = denied(&render(Forbidden::McpHeadersMismatch, None));
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32020))
+    );
 }

@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::{
-    Facade, clients::ClientError, page, random_token, redirect, resource_param, seal::Purpose,
+    Facade,
+    clients::{ApplicationType, ClientError},
+    page, random_token, redirect, resource_param,
+    seal::Purpose,
     sessions::PendingSignIn,
 };
 use crate::{cache::hex_sha256, principal::unix_now, resource::McpResource};
@@ -156,7 +159,7 @@ pub async fn show_consent(
     let body = consent_body(&Consent {
         organization: &facade.organization,
         client_name: client.name.as_deref(),
-        claims_web_service: false,
+        claims_web_service: client.application_type == Some(ApplicationType::Web),
         redirect_host: &redirect_host,
         resource,
         sealed: &sealed,
@@ -181,7 +184,8 @@ struct Consent<'a> {
     organization: &'a str,
     /// As the client calls itself: not verified.
     client_name: Option<&'a str>,
-    /// The client registered as a web service (`application_type` `web`).
+    /// The client registered as a web service (`application_type` `web`, the default of a
+    /// registration that names none).
     claims_web_service: bool,
     redirect_host: &'a str,
     resource: &'a McpResource,

@@ -28,6 +28,8 @@ const GET: Request<'static> = Request {
     mcp: McpCall {
         method: None,
         tool: None,
+        headers_disagree: false,
+        protocol_too_old: false,
     },
 };
 
@@ -37,6 +39,7 @@ fn call(tool: &'static str) -> Request<'static> {
         mcp: McpCall {
             method: Some("tools/call"),
             tool: Some(tool),
+            ..McpCall::default()
         },
     }
 }
@@ -47,6 +50,7 @@ fn method(name: &'static str) -> Request<'static> {
         mcp: McpCall {
             method: Some(name),
             tool: None,
+            ..McpCall::default()
         },
     }
 }
@@ -296,6 +300,7 @@ fn rules_fail_closed_without_mcp_metadata() {
         mcp: McpCall {
             method: Some("tools/call"),
             tool: None,
+            ..McpCall::default()
         },
     };
     assert_eq!(
@@ -396,7 +401,7 @@ proptest::proptest! {
         let principal = principal("u@example.com", hd, verified);
         let request = Request {
             http_method: if post { "POST" } else { "GET" },
-            mcp: McpCall { method: mcp_method, tool: tool.as_deref() },
+            mcp: McpCall { method: mcp_method, tool: tool.as_deref(), ..McpCall::default() },
         };
         let (outcome, asked) = run(&p, &principal, request, &member_of);
         proptest::prop_assert!(asked.len() <= 2);

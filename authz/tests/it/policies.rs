@@ -160,6 +160,7 @@ impl Fixture {
                     "tools/list"
                 }),
                 tool,
+                ..McpCall::default()
             },
         };
         let decision = self.authorizer.authorize(facts).await?;

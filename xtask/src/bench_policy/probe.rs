@@ -46,7 +46,9 @@ const PERMISSION_DENIED: i32 = 7;
 /// does) and the MCP method and tool.
 pub fn check_body(token: &str, request: Request, id: usize) -> Bytes {
     let (path, named_policy) = request.policy.route();
-    let headers = [
+    // An MCP 2026-07-28 client: the method and tool repeated in headers (authz compares them
+    // with the body, and requires this revision where tool rules apply).
+    let mut headers = vec![
         (":authority", "mcp.example.com".to_string()),
         (":method", "POST".to_string()),
         (":path", path.to_string()),
@@ -55,11 +57,15 @@ pub fn check_body(token: &str, request: Request, id: usize) -> Bytes {
         ("authorization", format!("Bearer {token}")),
         ("content-length", "120".to_string()),
         ("content-type", "application/json".to_string()),
-        ("mcp-protocol-version", "2025-06-18".to_string()),
+        ("mcp-protocol-version", "2026-07-28".to_string()),
+        ("mcp-method", request.call.method().to_string()),
         ("user-agent", "bench-mcp-client/1.0".to_string()),
         ("x-forwarded-proto", "https".to_string()),
         ("x-request-id", format!("bench-{id:08}")),
     ];
+    if let Some(tool) = request.call.tool() {
+        headers.push(("mcp-name", tool.to_string()));
+    }
     let string = |text: &str| Value {
         kind: Some(Kind::StringValue(text.to_string())),
     };
