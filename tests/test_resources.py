@@ -20,7 +20,7 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from stack import ADA, BOB, GRACE
+from stack import ADA, BOB, GRACE, wait_until
 from test_oauth import REDIRECT, OAuthStack, OfficialClient
 
 RESOURCES = """
@@ -148,6 +148,20 @@ def test_a_tool_rule_refusal_is_reported_without_a_new_sign_in(stack):
     assert ("/grafana/mcp", 403) in statuses, statuses
     assert isinstance(refused, Exception) or refused.is_error, refused
     assert len(client.sign_ins) == 1, "the refusal sent the user back to sign in"
+
+    # The audit trail says who, through which application, at which server, with which tool.
+    def events():
+        found = [e for authz in stack.authz for e in authz.audit_events()
+                 if e.get("client_name") == "grafana rule client" and e.get("mcp_method") == "tools/call"]
+        return found if len(found) >= 2 else None
+
+    by_tool = {e["tool"]: e for e in wait_until(events, timeout=5, what="audit events")}
+    denied, allowed = by_tool["delete_dashboard"], by_tool["whoami"]
+    assert (denied["decision"], denied["reason"], denied["rule"]) == ("forbidden", "not_in_groups", "destructive"), denied
+    assert allowed["decision"] == "allow", allowed
+    for event in (denied, allowed):
+        assert event["email"] == ADA and event["resource"] == f"{stack.origin}/grafana/mcp", event
+        assert event["token_kind"] == "facade" and event["client"], event
 
 
 def test_resource_parameter_shapes(stack):

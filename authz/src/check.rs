@@ -115,7 +115,7 @@ impl Authorization for CheckService {
             Ok(decision) => {
                 let latency = started.elapsed();
                 telemetry::record_decision(&span, &decision);
-                audit::decision(request_id, &decision, latency);
+                audit::decision(request_id, &facts, &decision, latency);
                 self.authorizer.metrics().decision(&decision, latency);
                 let protocol = http.and_then(|http| header_text(http, "mcp-protocol-version"));
                 Ok(Response::new(self.responses.render(&decision, protocol)))

@@ -7,15 +7,16 @@ use std::{
 
 /// A user whose token verified. Nothing here is secret; the token itself is never kept.
 ///
-/// The cache holds one per cached token, so it is packed: `sub`, `email`, `hd`, the session id
-/// and the audience end to end in one string, 48 bytes of fields beside it (a struct of
+/// The cache holds one per cached token, so it is packed: `sub`, `email`, `hd`, and for our own
+/// tokens the session id, audience and client, end to end in one string, 56 bytes of fields
+/// beside it (a struct of
 /// `String`s took ~220 bytes in four allocations). Build one from [`Parts`]; read it through the accessors.
 pub struct Principal {
     text: Box<str>,
-    /// Where `sub`, `email`, `hd` and the session id end in `text`; the audience is the rest.
-    ends: [u32; 4],
-    /// Which of email, hd, session and audience are present (`EMAIL`, `HOSTED_DOMAIN`,
-    /// `SESSION`, `AUDIENCE`).
+    /// Where `sub`, `email`, `hd`, the session id, the audience and the client end in `text`;
+    /// the client's name is the rest.
+    ends: [u32; 6],
+    /// Which of email, hd, session, audience, client and client name are present.
     present: u8,
     pub email_verified: bool,
     pub source: TokenSource,
@@ -47,7 +48,9 @@ impl Clone for Principal {
 
 impl PartialEq for Principal {
     fn eq(&self, other: &Principal) -> bool {
-        self.parts() == other.parts() && self.audience() == other.audience()
+        self.parts() == other.parts()
+            && (self.audience(), self.client(), self.client_name())
+                == (other.audience(), other.client(), other.client_name())
     }
 }
 
@@ -57,6 +60,21 @@ const EMAIL: u8 = 1;
 const HOSTED_DOMAIN: u8 = 2;
 const SESSION: u8 = 4;
 const AUDIENCE: u8 = 8;
+const CLIENT: u8 = 16;
+const CLIENT_NAME: u8 = 32;
+
+/// What a token our facade issued adds to the identity: the one resource it is valid at, and
+/// the application it was issued to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issued<'a> {
+    /// The protected resource's URL (`aud`).
+    pub audience: &'a str,
+    /// Which client holds it, for audit: a metadata-document URL, or a short form of a
+    /// registered client id.
+    pub client: &'a str,
+    /// The name the client gave itself (not verified).
+    pub client_name: Option<&'a str>,
+}
 
 /// What a verified token says about its user, borrowed; [`Principal::new`] packs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,22 +97,24 @@ impl Principal {
         Principal::packed(parts, None)
     }
 
-    /// A principal whose token is valid only at one protected resource (our own tokens:
-    /// `aud`); the authorizer refuses it anywhere else.
-    pub fn for_resource(parts: Parts<'_>, audience: &str) -> Principal {
-        Principal::packed(parts, Some(audience))
+    /// A principal of a token our facade issued: valid only at its audience (the authorizer
+    /// refuses it anywhere else), held by a known client.
+    pub fn issued(parts: Parts<'_>, issued: Issued<'_>) -> Principal {
+        Principal::packed(parts, Some(issued))
     }
 
-    fn packed(parts: Parts<'_>, audience: Option<&str>) -> Principal {
+    fn packed(parts: Parts<'_>, issued: Option<Issued<'_>>) -> Principal {
         let pieces = [
             parts.sub,
             parts.email.unwrap_or_default(),
             parts.hosted_domain.unwrap_or_default(),
             parts.session.unwrap_or_default(),
-            audience.unwrap_or_default(),
+            issued.map(|i| i.audience).unwrap_or_default(),
+            issued.map(|i| i.client).unwrap_or_default(),
+            issued.and_then(|i| i.client_name).unwrap_or_default(),
         ];
         let text: Box<str> = pieces.concat().into();
-        let mut ends = [0u32; 4];
+        let mut ends = [0u32; 6];
         let mut end = 0usize;
         for (slot, piece) in ends.iter_mut().zip(pieces) {
             end += piece.len();
@@ -105,7 +125,9 @@ impl Principal {
             (parts.email.is_some(), EMAIL),
             (parts.hosted_domain.is_some(), HOSTED_DOMAIN),
             (parts.session.is_some(), SESSION),
-            (audience.is_some(), AUDIENCE),
+            (issued.is_some(), AUDIENCE),
+            (issued.is_some(), CLIENT),
+            (issued.is_some_and(|i| i.client_name.is_some()), CLIENT_NAME),
         ]
         .iter()
         .filter(|(is, _)| *is)
@@ -163,6 +185,16 @@ impl Principal {
     /// The one resource this principal's token is for, if it is bound to one.
     pub fn audience(&self) -> Option<&str> {
         (self.present & AUDIENCE != 0).then(|| self.piece(4))
+    }
+
+    /// The client holding a token of ours (see [`Issued::client`]).
+    pub fn client(&self) -> Option<&str> {
+        (self.present & CLIENT != 0).then(|| self.piece(5))
+    }
+
+    /// The name that client gave itself, unverified.
+    pub fn client_name(&self) -> Option<&str> {
+        (self.present & CLIENT_NAME != 0).then(|| self.piece(6))
     }
 
     fn piece(&self, index: usize) -> &str {
@@ -239,6 +271,6 @@ mod tests {
             ..parts
         };
         assert_eq!(Principal::new(unicode).parts(), unicode);
-        assert_eq!(std::mem::size_of::<Principal>(), 48);
+        assert_eq!(std::mem::size_of::<Principal>(), 56);
     }
 }

@@ -46,6 +46,7 @@ fn our_token(keys: &SigningKeys, session: &str) -> String {
         resource: "https://mcp.example.com/mcp",
         user: &user,
         client_id: "client",
+        client_name: None,
         scope: "mcp",
         session,
     };

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{keys::SigningKeys, random_token};
 use crate::{
     google::TokenError,
-    principal::{Parts, Principal, TokenSource, unix_now},
+    principal::{Issued, Parts, Principal, TokenSource, unix_now},
 };
 
 /// The claims of an access token we issue.
@@ -22,6 +22,10 @@ pub struct AccessClaims {
     pub email: String,
     pub hd: Option<String>,
     pub client_id: String,
+    /// The name the client registered (or its metadata document gives), unverified: for
+    /// audit events, which name the application that acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
     pub scope: String,
     /// The sign-in session (refresh-token family): revoking it refuses this token.
     pub sid: String,
@@ -54,6 +58,7 @@ pub struct Grant<'a> {
     pub resource: &'a str,
     pub user: &'a User,
     pub client_id: &'a str,
+    pub client_name: Option<&'a str>,
     pub scope: &'a str,
     pub session: &'a str,
 }
@@ -74,6 +79,7 @@ pub fn issue(
         email: user.email.clone(),
         hd: user.hd.clone(),
         client_id: grant.client_id.to_string(),
+        client_name: grant.client_name.map(str::to_string),
         scope: grant.scope.to_string(),
         sid: grant.session.to_string(),
         jti: random_token(),
@@ -139,7 +145,28 @@ pub fn principal(claims: AccessClaims) -> Principal {
         source: TokenSource::Facade,
         session: Some(&claims.sid),
     };
-    Principal::for_resource(parts, &claims.aud)
+    let issued = Issued {
+        audience: &claims.aud,
+        client: client_label(&claims.client_id),
+        client_name: claims.client_name.as_deref(),
+    };
+    Principal::issued(parts, issued)
+}
+
+/// How audit events name a client: a metadata document's URL says which product it is; a
+/// registered client id (a sealed registration, hundreds of characters) is cut to the prefix
+/// the sign-in log shows too.
+pub fn client_label(client_id: &str) -> &str {
+    let max = if client_id.starts_with("https://") {
+        200
+    } else {
+        48
+    };
+    let end = client_id
+        .char_indices()
+        .nth(max)
+        .map_or(client_id.len(), |(i, _)| i);
+    &client_id[..end]
 }
 
 fn read_kid(token: &str) -> Option<String> {

@@ -295,9 +295,5 @@ impl Facade {
 
 /// Sealed client ids are long; logs need only enough to tell clients apart.
 pub(super) fn short(client_id: &str) -> &str {
-    let end = client_id
-        .char_indices()
-        .nth(48)
-        .map_or(client_id.len(), |(i, _)| i);
-    &client_id[..end]
+    super::access_token::client_label(client_id)
 }

@@ -24,6 +24,7 @@ fn grant(user: &User) -> access_token::Grant<'_> {
         resource: RESOURCE,
         user,
         client_id: "c",
+        client_name: None,
         scope: "mcp",
         session: "s1",
     }

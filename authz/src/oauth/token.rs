@@ -97,7 +97,7 @@ impl Facade {
         headers: &HeaderMap,
         form: &TokenForm,
     ) -> Result<Response, Refused> {
-        let client_id = self.token_client(headers, form).await?;
+        let (client_id, client_name) = self.token_client(headers, form).await?;
         let code = form
             .code
             .as_deref()
@@ -165,11 +165,11 @@ impl Facade {
             session_expires: grant.session_expires,
             google: grant.google,
         };
-        self.issue(&refresh).await
+        self.issue(&refresh, client_name.as_deref()).await
     }
 
     async fn refresh(&self, headers: &HeaderMap, form: &TokenForm) -> Result<Response, Refused> {
-        let client_id = self.token_client(headers, form).await?;
+        let (client_id, client_name) = self.token_client(headers, form).await?;
         let old = form
             .refresh_token
             .as_deref()
@@ -222,7 +222,9 @@ impl Facade {
         };
         // Store the successor first, then use up the old token: a store failure in between
         // leaves the old token valid rather than burning the session.
-        let (response, new) = self.issue_with_token(&grant).await?;
+        let (response, new) = self
+            .issue_with_token(&grant, client_name.as_deref())
+            .await?;
         let claimed = self.sessions.claim_refresh(old).await.map_err(store_down)?;
         match claimed {
             Some(claimed) if !claimed.replayed => Ok(response),
@@ -258,18 +260,24 @@ impl Facade {
     }
 
     /// The client making a token request: `client_id` from the form (or HTTP Basic with an
-    /// empty password, which some public clients send), and it must still resolve.
-    async fn token_client(&self, headers: &HeaderMap, form: &TokenForm) -> Result<String, Refused> {
+    /// empty password, which some public clients send), and it must still resolve; with the
+    /// name it gives itself.
+    async fn token_client(
+        &self,
+        headers: &HeaderMap,
+        form: &TokenForm,
+    ) -> Result<(String, Option<String>), Refused> {
         let client_id = form
             .client_id
             .clone()
             .or_else(|| basic_user(headers))
             .ok_or_else(|| invalid_client("client_id is required"))?;
-        self.clients
+        let client = self
+            .clients
             .resolve(&client_id)
             .await
             .map_err(|e| invalid_client(&e.to_string()))?;
-        Ok(client_id)
+        Ok((client_id, client.name))
     }
 
     /// The MCP server a grant is for; a server no longer configured ends its sessions.
@@ -292,15 +300,23 @@ impl Facade {
         }
     }
 
-    async fn issue(&self, grant: &RefreshGrant) -> Result<Response, Refused> {
-        self.issue_with_token(grant)
+    async fn issue(
+        &self,
+        grant: &RefreshGrant,
+        client_name: Option<&str>,
+    ) -> Result<Response, Refused> {
+        self.issue_with_token(grant, client_name)
             .await
             .map(|(response, _)| response)
     }
 
     /// Mints an access token and a refresh token of `grant`'s session; returns the response
     /// and the new refresh token.
-    async fn issue_with_token(&self, grant: &RefreshGrant) -> Result<(Response, String), Refused> {
+    async fn issue_with_token(
+        &self,
+        grant: &RefreshGrant,
+        client_name: Option<&str>,
+    ) -> Result<(Response, String), Refused> {
         let ttl = self.settings.access_token_ttl.as_secs();
         let resource = self.resource_of_grant(grant.resource.as_deref())?;
         let (access, _) = access_token::issue(
@@ -310,6 +326,7 @@ impl Facade {
                 resource: &resource.url,
                 user: &grant.user,
                 client_id: &grant.client_id,
+                client_name,
                 scope: &grant.scope,
                 session: &grant.session,
             },

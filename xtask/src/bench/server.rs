@@ -253,6 +253,7 @@ level = "{log_level}"
                     resource: RESOURCE,
                     user: &user,
                     client_id: "bench",
+                    client_name: None,
                     scope: "mcp",
                     session: &session,
                 };
