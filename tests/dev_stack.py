@@ -5,7 +5,23 @@ import pathlib
 import signal
 import tempfile
 
-from stack import ADA, BOB, CONSUMER, GRACE, Stack, demo_workspace, free_port, oauth_config
+import json
+
+from stack import ADA, BOB, CONSUMER, GRACE, MCP_VERSION, Stack, demo_workspace, free_port, mcp_body, oauth_config
+
+# The three MCP servers of the demo, each signed in to by its own URL (see README, "Several MCP
+# servers"); Envoy routes all three to the demo MCP server.
+RESOURCES = """
+[[resources]]
+url = "{origin}/grafana/mcp"
+name = "Grafana"
+policy = "grafana"
+
+[[resources]]
+url = "{origin}/sre/mcp"
+name = "SRE tools"
+policy = "sre"
+"""
 
 
 def main():
@@ -22,7 +38,8 @@ def main():
 
         def before_authz(standin):
             settings = workspace(standin)
-            settings["extra_config"] = oauth_config(standin, origin) + settings["extra_config"]
+            settings["extra_config"] = (oauth_config(standin, origin) + settings["extra_config"]
+                                        + RESOURCES.format(origin=origin))
             return settings
 
         return dict(upstream="mcp", before_authz=before_authz, resource_url=f"{origin}/mcp")
@@ -39,8 +56,13 @@ def main():
         ada, grace, bob = (stack.standin.id_token(email=e, sub=str(i)) for i, e in enumerate((ADA, GRACE, BOB), 1))
         cert = stack.envoy.cert
         mcp = (f"curl -s --cacert {cert} -H 'content-type: application/json' "
-               "-H 'accept: application/json, text/event-stream'")
-        call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"%s","arguments":%s}}'
+               f"-H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: {MCP_VERSION}'")
+
+        def call(tool: str, arguments: str) -> str:
+            """The headers and body of an MCP 2026-07-28 tools/call, as curl arguments."""
+            body = json.dumps(mcp_body("tools/call", {"name": tool, "arguments": json.loads(arguments)}),
+                              separators=(",", ":"))
+            return f"-H 'mcp-method: tools/call' -H 'mcp-name: {tool}' -d '{body}'"
         print(f"""
 authz local stack is up (logs and config in {workdir})
   Envoy (TLS)      https://localhost:{port}/mcp     admin http://127.0.0.1:{stack.envoy.admin_port}
@@ -51,31 +73,32 @@ No token -> 401 with the resource_metadata challenge:
   curl -si --cacert {cert} https://localhost:{port}/mcp
 
 Sign in like an MCP client (the OAuth facade; the stand-in plays Google's sign-in page):
-  point an MCP client (MCP Inspector, VS Code, the Python SDK) at https://localhost:{port}/mcp
-  (trust {cert}), allow it on the consent page, and at "Sign in with Google" type
-  {ADA} (or {GRACE}; {BOB} and {CONSUMER} are refused). Metadata:
+  point an MCP client (MCP Inspector, VS Code, the Python SDK) at https://localhost:{port}/mcp,
+  /grafana/mcp or /sre/mcp (three MCP servers, each signed in to by its URL; trust {cert}),
+  allow it on the consent page, and at "Sign in with Google" type a user: {ADA} may use /mcp
+  and /grafana/mcp, {GRACE} all three, {BOB} only /mcp; {CONSUMER} (no Workspace) none. Metadata:
   curl -s --cacert {cert} https://localhost:{port}/.well-known/oauth-authorization-server
 
 The MCP server (the official Python SDK) at /mcp, default policy (any Workspace account).
 A Workspace ID token -> 200; the whoami tool shows the identity headers authz set:
-  {mcp} -H 'Authorization: Bearer {id_token}' -d '{call % ("whoami", "{}")}' https://localhost:{port}/mcp
+  {mcp} -H 'Authorization: Bearer {id_token}' {call("whoami", "{}")} https://localhost:{port}/mcp
 
 A Workspace access token -> 200:
-  {mcp} -H 'Authorization: Bearer {access_token}' -d '{call % ("list_dashboards", "{}")}' https://localhost:{port}/mcp
+  {mcp} -H 'Authorization: Bearer {access_token}' {call("list_dashboards", "{}")} https://localhost:{port}/mcp
 
 A consumer account whose email looks like the company's (no hd) -> 403:
-  {mcp} -i -H 'Authorization: Bearer {consumer}' -d '{call % ("whoami", "{}")}' https://localhost:{port}/mcp
+  {mcp} -i -H 'Authorization: Bearer {consumer}' {call("whoami", "{}")} https://localhost:{port}/mcp
 
 Group policies (stand-in Workspace: platform@ = ada + sre@; sre@ = grace; bob in neither).
 /grafana/mcp needs platform@, and delete_* tools need sre@:
   ada lists dashboards -> 200
-  {mcp} -H 'Authorization: Bearer {ada}' -d '{call % ("list_dashboards", "{}")}' https://localhost:{port}/grafana/mcp
+  {mcp} -H 'Authorization: Bearer {ada}' {call("list_dashboards", "{}")} https://localhost:{port}/grafana/mcp
   ada deletes one -> 403 access_denied (policy grafana)
-  {mcp} -i -H 'Authorization: Bearer {ada}' -d '{call % ("delete_dashboard", '{"name":"latency"}')}' https://localhost:{port}/grafana/mcp
+  {mcp} -i -H 'Authorization: Bearer {ada}' {call("delete_dashboard", '{"name":"latency"}')} https://localhost:{port}/grafana/mcp
   grace deletes one -> 200
-  {mcp} -H 'Authorization: Bearer {grace}' -d '{call % ("delete_dashboard", '{"name":"latency"}')}' https://localhost:{port}/grafana/mcp
+  {mcp} -H 'Authorization: Bearer {grace}' {call("delete_dashboard", '{"name":"latency"}')} https://localhost:{port}/grafana/mcp
   bob -> 403
-  {mcp} -i -H 'Authorization: Bearer {bob}' -d '{call % ("list_dashboards", "{}")}' https://localhost:{port}/grafana/mcp
+  {mcp} -i -H 'Authorization: Bearer {bob}' {call("list_dashboards", "{}")} https://localhost:{port}/grafana/mcp
 /sre/mcp (Envoy's route names policy sre) admits grace only.
 Change a group while it runs: curl -X PUT {stack.standin.url}/_standin/group -d '{{"group":"sre@example.com","members":[]}}' -H 'content-type: application/json'
 
