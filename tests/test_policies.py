@@ -326,6 +326,22 @@ def test_a_body_too_large_for_the_mcp_filter_is_not_classified(stack):
     assert "deleted" not in response.text
 
 
+def test_duplicate_name_keys_with_headers_naming_the_first_are_refused(stack):
+    """The body names list_dashboards, then delete_dashboard (a last-wins upstream runs the
+    second); the 2026-07-28 headers agree with the first. Whatever Envoy's MCP filter makes of
+    it (the last name, as the upstream reads it: the headers disagree; or a duplicate-key
+    status: unclassified), it is refused, and never with the first name allowed."""
+    token = token_for(stack, ADA)
+    raw = ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_dashboards",'
+           '"name":"delete_dashboard","arguments":{"name":"x"},"_meta":{'
+           f'"io.modelcontextprotocol/protocolVersion":"{MCP_VERSION}",'
+           '"io.modelcontextprotocol/clientCapabilities":{}}}}')
+    response = rpc(stack, "/grafana/mcp", token, "tools/call", raw=raw, headers={"mcp-name": "list_dashboards"})
+    assert response.status_code in (400, 403), response.text
+    assert audit_for(stack, response)["reason"] in ("mcp_headers_mismatch", "mcp_metadata_missing")
+    assert "deleted" not in response.text
+
+
 def test_removing_a_user_from_the_group_takes_effect_within_the_ttl(stack):
     token = token_for(stack, ADA)
     assert rpc(stack, "/grafana/mcp", token, "tools/list").status_code == 200

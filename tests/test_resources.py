@@ -216,3 +216,26 @@ def test_the_consent_page_names_the_server_the_organization_and_where_it_returns
     assert "SRE tools" in page and "localhost" in page and "example.com" in page
     assert "not verified" in page
     assert re.search(r'<button type="submit" name="decision" value="allow" autofocus', page), page
+    # A web client (the registration default) answered on this computer is pointed out; a
+    # native one is not.
+    assert "Careful" in page
+    native = stack.register(application_type="native")
+    page = stack.browser().get(stack.authorize_url(native, "v" * 43), timeout=10).text
+    assert "Allow" in page and "Careful" not in page
+
+
+def test_a_path_under_no_declared_server_is_not_served(stack):
+    """Envoy sends all of /grafana/ to the Grafana upstream, but only /grafana/mcp is declared:
+    another path there (a legacy SSE endpoint, say) must not be decided by some other server's
+    policy. With several servers it is a 404, token or not."""
+    grafana = OfficialClient(stack, "not served client", server_url=f"{stack.origin}/grafana/mcp")
+    connect(stack, grafana, whoami)
+    default = stack.tokens(stack.register())["access_token"]
+    google = stack.standin.id_token(email=ADA)
+    for token in (None, default, grafana.storage.tokens.access_token, google):
+        for path in ("/grafana/sse", "/grafana/mcpx", "/other"):
+            response = stack.envoy.request("POST", path, token=token, json={"jsonrpc": "2.0", "id": 1,
+                                                                            "method": "ping"})
+            assert response.status_code == 404, (path, response.status_code, response.text)
+            assert response.json()["error"] == "not_found"
+            assert "www-authenticate" not in response.headers

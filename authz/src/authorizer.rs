@@ -212,18 +212,16 @@ impl Authorizer {
             mcp: McpCall::default(),
         };
         let principal = Arc::new(principal.clone());
-        match self.apply(&rules, principal, &selected, request).await {
-            Ok(Verdict::Allow(_, grant)) => Ok(Ok((*grant).clone())),
-            Ok(Verdict::Forbidden(_, refusal)) => Ok(Err((*refusal).clone())),
-            Ok(Verdict::Unauthenticated(_)) => unreachable!("apply never returns Unauthenticated"),
-            Err(Unstored::Uncacheable(Verdict::Allow(_, grant))) => Ok(Ok((*grant).clone())),
-            Err(Unstored::Uncacheable(Verdict::Forbidden(_, refusal))) => {
-                Ok(Err((*refusal).clone()))
+        let verdict = match self.apply(&rules, principal, &selected, request).await {
+            Ok(verdict) | Err(Unstored::Uncacheable(verdict)) => verdict,
+            Err(Unstored::Backend(error)) => return Err(error),
+        };
+        match verdict {
+            Verdict::Allow(_, grant) => Ok(Ok((*grant).clone())),
+            Verdict::Forbidden(_, refusal) => Ok(Err((*refusal).clone())),
+            Verdict::Unauthenticated(_) | Verdict::NotServed => {
+                unreachable!("apply decides about a verified principal only")
             }
-            Err(Unstored::Uncacheable(Verdict::Unauthenticated(_))) => {
-                unreachable!("apply never returns Unauthenticated")
-            }
-            Err(Unstored::Backend(error)) => Err(error),
         }
     }
 
@@ -291,7 +289,13 @@ impl Authorizer {
     /// Decides one request. `Err` means we could not decide (Google unavailable): the caller
     /// must answer with an outage, never with a denial.
     pub async fn authorize(&self, facts: RequestFacts<'_>) -> Result<Decision, BackendError> {
-        let target = self.resources.for_request(facts.host, facts.path);
+        let Some(target) = self.resources.for_request(facts.host, facts.path) else {
+            return Ok(Decision {
+                verdict: Verdict::NotServed,
+                cache: CacheUse::Bypass,
+                resource: self.resources.default_resource().clone(),
+            });
+        };
         let resource = target.resource.clone();
         let credential = match credentials::extract(facts.authorization, facts.path) {
             Ok(credential) => credential,

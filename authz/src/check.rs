@@ -102,9 +102,13 @@ impl Authorization for CheckService {
             policy: attributes
                 .and_then(|a| a.context_extensions.get(CONTEXT_KEY))
                 .map(String::as_str),
+            // No attributes at all (not Envoy): nothing to check the headers against.
             mcp: attributes
                 .map(|attributes| mcp_call(attributes, http))
-                .unwrap_or_default(),
+                .unwrap_or(McpCall {
+                    protocol_too_old: true,
+                    ..McpCall::default()
+                }),
         };
         match self
             .authorizer
@@ -190,7 +194,10 @@ fn mcp_call<'a>(attributes: &'a AttributeContext, http: Option<&'a HttpRequest>)
         let name_wrong = match (name_header, subject) {
             (Some(value), Some(subject)) => value.as_deref() != Some(subject),
             (Some(_), None) => false,
-            (None, _) => current && method == "tools/call",
+            // Required for the calls that name what they act on.
+            (None, _) => {
+                current && matches!(method, "tools/call" | "prompts/get" | "resources/read")
+            }
         };
         method_wrong || name_wrong
     });
@@ -363,6 +370,12 @@ impl Responses {
                     description: &refusal.why.to_string(),
                     policy: Some(&refusal.policy),
                 },
+            ),
+            Verdict::NotServed => self.denied(
+                HttpStatusCode::NotFound,
+                Status::not_found("no_mcp_server"),
+                None,
+                ErrorBody::new("not_found", "no MCP server is served at this path"),
             ),
             Verdict::Unauthenticated(Unauthenticated::Credential(
                 error @ (CredentialError::InQueryString | CredentialError::PathNotNormal),

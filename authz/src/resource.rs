@@ -3,8 +3,10 @@
 //! the metadata URL a challenge names.
 //!
 //! `[resource]` is the one-server shorthand; `[[resources]]` lists several. The first declared
-//! (the shorthand when present) is the default: requests under no resource's path are its, and
-//! so is a sign-in that names no resource.
+//! (the shorthand when present) is the default: a sign-in that names no resource is for it.
+//! With one server, every request is its; with several, a request under none of their paths
+//! is for none (refused, 404): a policy given per server must not be sidestepped through
+//! another path the same upstream serves.
 
 use std::sync::Arc;
 
@@ -79,32 +81,35 @@ impl Resources {
         self.list.iter()
     }
 
-    /// The resource a request to `host` and `path` is for: the longest resource path the
-    /// request falls under (on segment boundaries), the one on this host among equals, else
-    /// the default resource.
-    pub fn for_request(&self, host: &str, path: &str) -> Selected<'_> {
+    /// The resource a request to `host` and `path` is for: among the resources on this host
+    /// (all of them when none is: Envoy may be reached under an internal name), the longest
+    /// resource path the request falls under (on segment boundaries). With one resource, a
+    /// request under no path is still its (`by_path: false`); with several, `None`.
+    pub fn for_request(&self, host: &str, path: &str) -> Option<Selected<'_>> {
         let host = normalized_authority(host);
+        let on_host = self.list.iter().any(|resource| resource.authority == host);
         let best = self
             .list
             .iter()
+            .filter(|resource| !on_host || resource.authority == host)
             .filter(|resource| prefix_matches(&resource.path, path))
             .max_by_key(|resource| {
                 (
                     resource.path.len(),
-                    resource.authority == host,
-                    // Among full equals, the first declared (max_by_key keeps the last).
+                    // Among equals, the first declared (max_by_key keeps the last).
                     std::cmp::Reverse(self.position(resource)),
                 )
             });
         match best {
-            Some(resource) => Selected {
+            Some(resource) => Some(Selected {
                 resource,
                 by_path: true,
-            },
-            None => Selected {
+            }),
+            None if self.list.len() == 1 => Some(Selected {
                 resource: self.default_resource(),
                 by_path: false,
-            },
+            }),
+            None => None,
         }
     }
 
@@ -126,16 +131,16 @@ impl Resources {
         }
     }
 
-    /// The resource whose metadata lives at `/.well-known/oauth-protected-resource{path}`
-    /// (`path` empty for the root document, which describes the default resource).
+    /// The resource whose metadata lives at `/.well-known/oauth-protected-resource{path}`: the
+    /// one with that path on this host, else the first with that path. The root document
+    /// (`path` empty) describes a whole-origin resource when there is one, else the default.
     pub fn by_metadata_path(&self, host: &str, path: &str) -> Option<&Arc<McpResource>> {
         let path = path.trim_end_matches('/');
-        if path.is_empty() {
-            return Some(self.default_resource());
-        }
         let host = normalized_authority(host);
         let mut matching = self.list.iter().filter(|resource| resource.path == path);
-        let first = matching.next()?;
+        let Some(first) = matching.next() else {
+            return path.is_empty().then(|| self.default_resource());
+        };
         Some(
             std::iter::once(first)
                 .chain(matching)
@@ -255,7 +260,8 @@ mod tests {
             "https://mcp.example.com/grafana/mcp",
             "https://mcp.example.com/sre/mcp",
         ]);
-        let url = |host: &str, path: &str| all.for_request(host, path).resource.url.clone();
+        let url =
+            |host: &str, path: &str| all.for_request(host, path).unwrap().resource.url.clone();
         assert_eq!(
             url("mcp.example.com", "/grafana/mcp"),
             "https://mcp.example.com/grafana/mcp"
@@ -272,11 +278,19 @@ mod tests {
             url("mcp.example.com", "/mcp"),
             "https://mcp.example.com/mcp"
         );
-        // Segment boundaries: /grafana/mcpx is nobody's; the default stands in, not by path.
-        let other = all.for_request("mcp.example.com", "/grafana/mcpx");
+        // Segment boundaries: /grafana/mcpx is nobody's, and neither is another path of the
+        // upstream a server is on: with several servers, no server's policy would be right.
+        assert!(
+            all.for_request("mcp.example.com", "/grafana/mcpx")
+                .is_none()
+        );
+        assert!(all.for_request("mcp.example.com", "/grafana/sse").is_none());
+        assert!(all.for_request("mcp.example.com", "/mcp").unwrap().by_path);
+        // One server: every path is its, but its policy is not chosen by path.
+        let one = resources(&["https://mcp.example.com/mcp"]);
+        let other = one.for_request("mcp.example.com", "/other").unwrap();
         assert_eq!(other.resource.url, "https://mcp.example.com/mcp");
         assert!(!other.by_path);
-        assert!(all.for_request("mcp.example.com", "/mcp").by_path);
     }
 
     #[test]
@@ -285,7 +299,7 @@ mod tests {
             "https://grafana.example.com/mcp",
             "https://sre.example.com:8443/mcp",
         ]);
-        let url = |host: &str| all.for_request(host, "/mcp").resource.url.clone();
+        let url = |host: &str| all.for_request(host, "/mcp").unwrap().resource.url.clone();
         assert_eq!(
             url("sre.example.com:8443"),
             "https://sre.example.com:8443/mcp"
@@ -306,13 +320,18 @@ mod tests {
 
     #[test]
     fn an_origin_resource_covers_every_path() {
-        let all = resources(&["https://mcp.example.com", "https://mcp.example.com/sre/mcp"]);
-        let selected = all.for_request("mcp.example.com", "/anything");
+        let all = resources(&["https://mcp.example.com/sre/mcp", "https://mcp.example.com"]);
+        let selected = all.for_request("mcp.example.com", "/anything").unwrap();
         assert_eq!(selected.resource.url, "https://mcp.example.com/");
         assert!(selected.by_path);
         assert_eq!(
             selected.resource.metadata_url,
             "https://mcp.example.com/.well-known/oauth-protected-resource"
+        );
+        // The root metadata document is the whole-origin server's, though it is not first.
+        assert_eq!(
+            all.by_metadata_path("mcp.example.com", "").unwrap().url,
+            "https://mcp.example.com/"
         );
     }
 

@@ -22,6 +22,9 @@ pub enum Verdict {
     Forbidden(Arc<Principal>, Arc<Refusal>),
     /// No valid token (401, or 400 for a token in the query string).
     Unauthenticated(Unauthenticated),
+    /// Several MCP servers are declared and the path is under none of them (404): decided
+    /// before the token, since no server's policy applies.
+    NotServed,
 }
 
 /// Why a request carries no valid token.
@@ -35,7 +38,7 @@ impl Verdict {
     pub fn principal(&self) -> Option<&Principal> {
         match self {
             Verdict::Allow(p, _) | Verdict::Forbidden(p, _) => Some(p),
-            Verdict::Unauthenticated(_) => None,
+            Verdict::Unauthenticated(_) | Verdict::NotServed => None,
         }
     }
 
@@ -46,6 +49,7 @@ impl Verdict {
             Verdict::Forbidden(_, refusal) => refusal.why.reason(),
             Verdict::Unauthenticated(Unauthenticated::Credential(e)) => e.reason(),
             Verdict::Unauthenticated(Unauthenticated::Token(e)) => e.reason(),
+            Verdict::NotServed => "no_mcp_server",
         }
     }
 
@@ -54,6 +58,7 @@ impl Verdict {
             Verdict::Allow(..) => "allow",
             Verdict::Forbidden(..) => "forbidden",
             Verdict::Unauthenticated(_) => "unauthenticated",
+            Verdict::NotServed => "not_found",
         }
     }
 
@@ -64,7 +69,7 @@ impl Verdict {
             Verdict::Forbidden(_, refusal) => {
                 Some((&refusal.policy, &refusal.rule, refusal.group.as_deref()))
             }
-            Verdict::Unauthenticated(_) => None,
+            Verdict::Unauthenticated(_) | Verdict::NotServed => None,
         }
     }
 }

@@ -107,9 +107,9 @@ async fn our_tokens_are_refused_at_every_resource_but_their_own() {
             "https://mcp.example.com/.well-known/oauth-protected-resource/sre/mcp"
         );
     }
-    // A path no resource claims is the default resource's.
+    // With several resources, a path none of them claims is nobody's: no policy is guessed.
     let other = authorizer.authorize(at("/other")).await.unwrap();
-    assert!(matches!(other.verdict, Verdict::Allow(..)), "{other:?}");
+    assert!(matches!(other.verdict, Verdict::NotServed), "{other:?}");
 
     let google = ready.standin.mint_id_token(&serde_json::json!({
         "iss": ready.standin.issuer(), "aud": CLIENT, "sub": "2002",

@@ -212,7 +212,8 @@ fn consent_body(consent: &Consent<'_>) -> String {
     let warning = if loopback && consent.claims_web_service {
         // A web service answered on a local address: any local program listening there
         // receives the code.
-        "<p><strong>Careful:</strong> this application describes itself as a web service but          asks to be answered on this computer. Continue only if you started it here.</p>"
+        "<p><strong>Careful:</strong> this application describes itself as a web service but \
+         asks to be answered on this computer. Continue only if you started it here.</p>"
     } else {
         ""
     };

@@ -189,7 +189,17 @@ impl Facade {
             return Err(invalid_grant("the session has expired; sign in again"));
         }
         self.ensure_not_revoked(&grant.session).await?;
-        let resource = self.resource_of_grant(grant.resource.as_deref())?;
+        let Ok(resource) = self.resource_of(grant.resource.as_deref()) else {
+            // The server was removed from the config: the session ends for good, so that
+            // declaring it again does not revive it.
+            self.sessions
+                .revoke(&grant.session, grant.session_expires)
+                .await
+                .map_err(store_down)?;
+            return Err(invalid_grant(
+                "that MCP server is no longer served here; sign in again",
+            ));
+        };
         self.check_resource(form, resource)?;
         // The account may have been suspended, deleted or moved out of the domain (asked of
         // Google when due), or the user may have left a group, since signing in.
