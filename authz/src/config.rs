@@ -20,6 +20,34 @@ use url::Url;
 pub const ENV_PREFIX: &str = "AUTHZ_";
 /// Read by the CLI for the config path; not a config key.
 pub const ENV_CONFIG_PATH: &str = "AUTHZ_CONFIG";
+/// Variables with our prefix that are the CLI's, not config keys (`authz admin` reads the
+/// admin token from them; an ECS task may set them in the authz container).
+const NOT_CONFIG_KEYS: [&str; 3] = [
+    ENV_CONFIG_PATH,
+    "AUTHZ_ADMIN_TOKEN",
+    "AUTHZ_ADMIN_TOKEN_FILE",
+];
+/// The top-level sections, to tell `AUTHZ_GOOGLE_CLIENT_IDS` what it meant.
+const SECTIONS: [&str; 18] = [
+    "listen",
+    "google",
+    "access",
+    "policies",
+    "routes",
+    "groups",
+    "secrets",
+    "resource",
+    "resources",
+    "oauth",
+    "cache",
+    "headers",
+    "envoy",
+    "log",
+    "tracing",
+    "client_metadata",
+    "store",
+    "runtime",
+];
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone, Deserialize)]
@@ -332,13 +360,19 @@ impl Config {
         overlay_env(&mut tree, env)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
-                ConfigError {
-                    key: match e.path().to_string().as_str() {
-                        "." => "(root)".to_string(),
-                        path => path.to_string(),
+                let path = match e.path().to_string().as_str() {
+                    "." => String::new(),
+                    path => path.to_string(),
+                };
+                let message = first_line(&e.into_inner().to_string());
+                missing_key(&path, &message).unwrap_or(ConfigError {
+                    key: if path.is_empty() {
+                        "(root)".to_string()
+                    } else {
+                        path
                     },
-                    message: first_line(&e.into_inner().to_string()),
-                }
+                    message,
+                })
             })?;
         config.validate()?;
         let mut config = config;
@@ -805,6 +839,35 @@ fn check_identity_header(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// serde's "missing field `x`" at `path`, said as the key to set and its variable. A missing
+/// section is said as the key it requires.
+fn missing_key(path: &str, message: &str) -> Option<ConfigError> {
+    let field = message.strip_prefix("missing field `")?.split('`').next()?;
+    let key = match (path, field) {
+        ("", "google") => "google.client_ids".to_string(),
+        ("", "access") => "access.domains".to_string(),
+        ("", field) => field.to_string(),
+        (path, field) => format!("{path}.{field}"),
+    };
+    let plain = key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    let message = if plain {
+        format!("required (in the file, or as {})", env_name(&key))
+    } else {
+        "required".to_string()
+    };
+    Some(ConfigError { key, message })
+}
+
+/// The variable that sets `key` (`google.client_ids` -> `AUTHZ_GOOGLE__CLIENT_IDS`).
+pub fn env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
 /// Applies `AUTHZ_A__B=value` pairs onto the TOML tree as `a.b = value`.
 fn overlay_env(
     tree: &mut toml::Table,
@@ -814,7 +877,9 @@ fn overlay_env(
     // on every start.
     let vars: BTreeMap<String, String> = env
         .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != ENV_CONFIG_PATH)
+        .filter(|(name, _)| {
+            name.starts_with(ENV_PREFIX) && !NOT_CONFIG_KEYS.contains(&name.as_str())
+        })
         .collect();
     for (name, raw) in vars {
         let path: Vec<String> = name[ENV_PREFIX.len()..]
@@ -822,6 +887,22 @@ fn overlay_env(
             .map(str::to_ascii_lowercase)
             .collect();
         let key = path.join(".");
+        // `AUTHZ_GOOGLE_CLIENT_IDS`: a level joined with one underscore.
+        if !SECTIONS.contains(&path[0].as_str()) {
+            if let Some(section) = SECTIONS
+                .iter()
+                .find(|section| path[0].starts_with(&format!("{section}_")))
+            {
+                let meant = format!("{section}.{}", &key[section.len() + 1..]);
+                return Err(ConfigError {
+                    key: name,
+                    message: format!(
+                        "levels are separated by two underscores: {} sets {meant}",
+                        env_name(&meant)
+                    ),
+                });
+            }
+        }
         if path.iter().any(String::is_empty) {
             return Err(ConfigError {
                 key: name,

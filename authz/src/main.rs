@@ -59,6 +59,12 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
+            if args.config.is_none() {
+                eprintln!(
+                    "config: no config file was given (--config FILE, or AUTHZ_CONFIG): only \
+                     AUTHZ_* variables were read"
+                );
+            }
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
@@ -116,7 +122,11 @@ fn main() -> ExitCode {
 fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
     let probe = async {
         let client = reqwest::Client::builder().timeout(timeout).build()?;
-        client.get(url).send().await?.error_for_status()
+        let response = client.get(url).send().await?;
+        let status = response.status();
+        // The readiness body says what is missing (`"jwks": false`, ...): worth printing.
+        let body = response.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, body))
     };
     let result = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,9 +139,10 @@ fn healthcheck(url: &str, timeout: Duration) -> ExitCode {
         }
     };
     match result {
-        Ok(response) if response.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
-        Ok(response) => {
-            eprintln!("healthcheck: {url}: {}", response.status());
+        Ok((status, _)) if status == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok((status, body)) => {
+            let reason: String = body.trim().chars().take(500).collect();
+            eprintln!("healthcheck: {url}: {status} {reason}");
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -385,7 +385,7 @@ fn policy_references_are_checked_at_start_up() {
     );
     let missing = with("[[policies.team.rules]]\ntools = [\"delete_*\"]\n");
     assert!(
-        missing.starts_with("config: policies.team.rules[0]:") && missing.contains("methods"),
+        missing.starts_with("config: policies.team.rules[0].methods: required"),
         "{missing}"
     );
     assert_eq!(
@@ -677,4 +677,47 @@ fn runtime_worker_threads_default_to_one_per_core_and_zero_is_refused() {
         ),
         "config: runtime.worker_threads: must be greater than zero"
     );
+}
+
+#[test]
+fn a_missing_key_is_named_with_its_variable() {
+    assert_eq!(
+        load_err(None, &[]),
+        "config: google.client_ids: required (in the file, or as AUTHZ_GOOGLE__CLIENT_IDS)"
+    );
+    let error = load_err(None, &[("AUTHZ_GOOGLE__CLIENT_IDS", "a")]);
+    assert_eq!(
+        error,
+        "config: access.domains: required (in the file, or as AUTHZ_ACCESS__DOMAINS)"
+    );
+    let no_url = MINIMAL.replace("url = \"https://mcp.example.com/mcp\"\n", "");
+    let error = load_err(Some(&no_url), &[]);
+    assert_eq!(
+        error,
+        "config: resource.url: required (in the file, or as AUTHZ_RESOURCE__URL)"
+    );
+}
+
+#[test]
+fn a_variable_with_one_underscore_between_levels_is_pointed_at_the_right_name() {
+    let error = load_err(Some(MINIMAL), &[("AUTHZ_GOOGLE_CLIENT_IDS", "x")]);
+    assert!(
+        error.contains("AUTHZ_GOOGLE__CLIENT_IDS sets google.client_ids"),
+        "{error}"
+    );
+    let error = load_err(Some(MINIMAL), &[("AUTHZ_CLIENT_METADATA_ENABLED", "false")]);
+    assert!(error.contains("AUTHZ_CLIENT_METADATA__ENABLED"), "{error}");
+}
+
+#[test]
+fn the_admin_clis_variables_are_not_config_keys() {
+    let config = Config::load(
+        Some(MINIMAL),
+        env(&[
+            ("AUTHZ_ADMIN_TOKEN", "secret"),
+            ("AUTHZ_ADMIN_TOKEN_FILE", "/run/token"),
+            ("AUTHZ_CONFIG", "/etc/authz.toml"),
+        ]),
+    );
+    assert!(config.is_ok(), "{:?}", config.err());
 }
