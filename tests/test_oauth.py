@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import secrets
-import shutil
 import socket
 import ssl
 import threading
@@ -35,7 +34,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from browser import google_sign_in
 from stack import (ADA, BOB, CONSUMER, PLATFORM, SRE, Authz, EchoUpstream, Envoy, McpUpstream, Process,
-                   StandIn, demo_workspace, free_port, mcp_body, mcp_headers, oauth_config, set_demo_groups, wait_until)
+                   StandIn, demo_workspace, free_port, mcp_body, mcp_headers, oauth_config, redis_server, set_demo_groups, wait_until)
 
 SEALING_KEY = secrets.token_hex(32)
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -95,7 +94,7 @@ class OAuthStack:
             raise
 
     def start_redis(self) -> Process:
-        return Process("redis", [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port),
+        return Process("redis", [redis_server(), "--port", str(self.redis_port),
                                  "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], self.workdir)
 
     def close(self):

