@@ -82,8 +82,9 @@ def started_stack(workdir: pathlib.Path, port: int) -> Stack:
 
     def before_authz(standin):
         settings = workspace(standin)
-        settings["extra_config"] = (oauth_config(standin, origin) + settings["extra_config"]
-                                    + RESOURCES.format(origin=origin))
+        # Cursor's private-use redirect is allowed here, so every client in README can try it.
+        oauth = oauth_config(standin, origin, redirect_schemes='["cursor://anysphere.cursor-mcp"]')
+        settings["extra_config"] = oauth + settings["extra_config"] + RESOURCES.format(origin=origin)
         return settings
 
     # The OAuth facade's issuer and the MCP servers are Envoy's public origin.
