@@ -4,7 +4,9 @@
 #   docker build -t authz .                      # from source, in a Rust builder image
 #   docker build --target authz-prebuilt -t authz:local \
 #     --build-arg RUNTIME_IMAGE=authz-base:local .   # the binary built on the host (cargo build
-#                                                  # --release), no registry: scripts/build-images
+#                                                  # --release, debug sections stripped into
+#                                                  # target/images/authz), no registry:
+#                                                  # scripts/build-images does all of it
 #
 # The prebuilt target comes before the builder stage so that even the classic builder (which
 # builds every stage up to the target) never needs the Rust image.
@@ -24,10 +26,11 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/authz"]
 
-# The binary built on the host by `cargo build --release` (glibc: run it on a base made from the
-# same machine's libraries, as scripts/build-images does).
+# The binary built on the host by `cargo build --release`, its debug sections stripped into
+# target/images/authz by scripts/build-images (glibc: run it on a base made from the same
+# machine's libraries, as that script does).
 FROM runtime AS authz-prebuilt
-COPY target/release/authz /usr/local/bin/authz
+COPY target/images/authz /usr/local/bin/authz
 
 FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
@@ -36,7 +39,7 @@ COPY authz authz
 COPY standin standin
 COPY xtask xtask
 COPY tests/containers tests/containers
-RUN cargo build --release --locked -p authz && cp target/release/authz /authz
+RUN cargo build --release --locked -p authz && strip --strip-debug -o /authz target/release/authz
 
 # The default target: built from source.
 FROM runtime AS authz
