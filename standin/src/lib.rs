@@ -116,6 +116,11 @@ pub struct Options {
     pub issuer: Option<String>,
     /// `max-age` of the JWKS `Cache-Control` header, in seconds. Default 3600.
     pub jwks_max_age: u64,
+    /// Where browsers reach the stand-in, when not at the issuer: the sign-in page (the
+    /// `authorization_endpoint`) is announced there. In compose the issuer is
+    /// `http://standin:8080`, which only the containers resolve; the user's browser comes in
+    /// through a published port. Google serves both at one origin.
+    pub browser_url: Option<String>,
 }
 
 impl Default for Options {
@@ -123,6 +128,7 @@ impl Default for Options {
         Self {
             issuer: None,
             jwks_max_age: 3600,
+            browser_url: None,
         }
     }
 }
@@ -189,7 +195,14 @@ impl StandIn {
             .await
             .context("the key generation task failed")??;
         let shared = Arc::new(Shared {
-            discovery: routes::discovery_document(&issuer).to_string(),
+            discovery: routes::discovery_document(
+                &issuer,
+                options
+                    .browser_url
+                    .as_deref()
+                    .map(|url| url.trim_end_matches('/')),
+            )
+            .to_string(),
             issuer,
             addr,
             jwks_max_age: options.jwks_max_age,

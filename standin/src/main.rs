@@ -1,4 +1,4 @@
-//! `standin --listen 127.0.0.1:PORT [--issuer URL] [--jwks-max-age SECS]`: runs the Google
+//! `standin --listen 127.0.0.1:PORT [--issuer URL] [--browser-url URL] [--jwks-max-age SECS]`: runs the Google
 //! stand-in until SIGTERM or SIGINT.
 
 use std::{io::Write as _, net::SocketAddr};
@@ -21,6 +21,10 @@ struct Args {
     /// max-age of the JWKS Cache-Control header, in seconds.
     #[arg(long, default_value_t = 3600)]
     jwks_max_age: u64,
+    /// Where browsers reach the stand-in when not at the issuer (e.g. a published port): the
+    /// sign-in page is announced there.
+    #[arg(long)]
+    browser_url: Option<String>,
 }
 
 #[tokio::main]
@@ -40,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         Options {
             issuer: args.issuer,
             jwks_max_age: args.jwks_max_age,
+            browser_url: args.browser_url,
         },
     )
     .await?;

@@ -98,12 +98,14 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Google's discovery document, with every URL under `issuer`. The device and revocation
-/// endpoints are announced (clients require some of them) but not served.
-pub(crate) fn discovery_document(issuer: &str) -> Value {
+/// Google's discovery document, with every URL under `issuer` but the browser's sign-in page,
+/// under `browser` when given. The device and revocation endpoints are announced (clients
+/// require some of them) but not served.
+pub(crate) fn discovery_document(issuer: &str, browser: Option<&str>) -> Value {
+    let browser = browser.unwrap_or(issuer);
     json!({
         "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/o/oauth2/v2/auth"),
+        "authorization_endpoint": format!("{browser}/o/oauth2/v2/auth"),
         "device_authorization_endpoint": format!("{issuer}/device/code"),
         "token_endpoint": format!("{issuer}/token"),
         "userinfo_endpoint": format!("{issuer}/v1/userinfo"),

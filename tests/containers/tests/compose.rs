@@ -50,7 +50,7 @@ fn the_prod_profile_has_no_stand_in() {
     .map(str::to_string)
     .collect();
     services.sort();
-    assert_eq!(services, ["authz", "envoy", "mcp"]);
+    assert_eq!(services, ["authz", "envoy", "help", "mcp"]);
     drop(project);
     let _ = std::fs::remove_dir_all(&tls);
 }
