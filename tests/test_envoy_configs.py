@@ -16,7 +16,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from stack import ROOT, envoy_binary, self_signed_cert
+from stack import ROOT, TARGET, envoy_binary, self_signed_cert
 
 COMPOSE_VALUES = {
     "ADMIN_PORT": 9901, "LISTEN_ADDRESS": "0.0.0.0", "LISTEN_PORT": 8443,
@@ -143,7 +143,20 @@ def test_ecs_task_definition_wires_the_sidecar():
     for container in containers.values():
         assert container["readonlyRootFilesystem"] is True, container["name"]
         assert container["user"] not in ("0", "root", "0:0"), container["name"]
-    assert {s["name"] for s in authz["secrets"]} >= {"AUTHZ_GOOGLE__CLIENT_IDS"}
+    # The client id is not a secret; the facade's secrets are references authz reads (and
+    # re-reads on rotation) from Secrets Manager itself.
+    environment = {e["name"]: e["value"] for e in authz["environment"]}
+    assert "AUTHZ_GOOGLE__CLIENT_IDS" in environment
+    for name in ("AUTHZ_OAUTH__GOOGLE_CLIENT_SECRET", "AUTHZ_OAUTH__SIGNING_KEYS", "AUTHZ_OAUTH__SEALING_KEYS"):
+        assert environment[name].startswith("{ aws_secret = "), name
+    # The environment is a configuration authz accepts (references are checked, not fetched).
+    checked = subprocess.run([str(TARGET / "authz"), "--check-config"], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", **environment,
+                                  **{s["name"]: "x" * 43 for s in authz["secrets"]}})
+    assert checked.returncode == 0, checked.stderr
+    # Envoy waits for authz's readiness, not for a health command inside your MCP image.
+    assert {"containerName": "mcp", "condition": "START"} in envoy["dependsOn"]
+    assert "healthCheck" not in containers["mcp"]
     # Every container of the task shares 127.0.0.1: the admin API wants its token, which the
     # CLI (run through ECS Exec in the authz container) finds in AUTHZ_ADMIN_TOKEN.
     secrets = {s["name"]: s["valueFrom"] for s in authz["secrets"]}
