@@ -225,6 +225,67 @@ impl Authorizer {
         }
     }
 
+    /// Whether `policy` has rules about `call_method` (see [`Policy::has_rules_for`]); `None`
+    /// when no policy has that name (any more: a reload may have removed it).
+    pub fn has_rules_for(&self, policy: &str, call_method: &str) -> Option<bool> {
+        let rules = self.rules.load();
+        let policy = rules.policies.select(Some(policy), "").ok()?;
+        Some(policy.has_rules_for(call_method))
+    }
+
+    /// For list filtering: which of `names` (tool or prompt names, resource URIs) `principal`
+    /// may use with `call_method` (`tools/call`, `prompts/get`, `resources/read`) under
+    /// `policy`, decided by the very rules the Check applies to that call, with the group
+    /// memberships looked up once for all names (through the membership cache). The Check
+    /// matches tool globs on `tools/call` names only; prompts and resources get one answer
+    /// for all, as their calls would. `Ok(None)`: no such policy. `Err`: cannot decide now.
+    pub async fn permitted(
+        &self,
+        principal: &Principal,
+        policy: &str,
+        call_method: &str,
+        names: &[&str],
+    ) -> Result<Option<Vec<bool>>, BackendError> {
+        let rules = self.rules.load_full();
+        let Ok(policy) = rules.policies.select(Some(policy), "") else {
+            return Ok(None);
+        };
+        let per_name = call_method == "tools/call";
+        let mut known = Memberships::default();
+        let mut answers = Vec::with_capacity(names.len());
+        let mut shared = None;
+        for name in names {
+            if let (false, Some(answer)) = (per_name, shared) {
+                answers.push(answer);
+                continue;
+            }
+            let request = policy::Request {
+                http_method: "POST",
+                mcp: McpCall {
+                    method: Some(call_method),
+                    tool: per_name.then_some(*name),
+                    headers_disagree: false,
+                    protocol_too_old: false,
+                },
+            };
+            let allowed = loop {
+                match policy::decide(policy, principal, request, &known) {
+                    Step::Decided(decided) => break decided.is_ok(),
+                    Step::NeedGroup(group) => {
+                        let answer = rules
+                            .is_member(principal.email().unwrap_or_default(), &group)
+                            .instrument(telemetry::group_span())
+                            .await?;
+                        known.record(group, answer.is_member);
+                    }
+                }
+            };
+            shared = Some(allowed);
+            answers.push(allowed);
+        }
+        Ok(Some(answers))
+    }
+
     /// Swaps in the policies and membership lookup of a reloaded config; requests already
     /// deciding finish with the rules they loaded. The caller has validated `config` and
     /// checked that nothing outside the reloadable sections changed.

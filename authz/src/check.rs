@@ -32,6 +32,7 @@ use crate::{
     config::{Config, OutageResponse},
     credentials::CredentialError,
     google::BackendError,
+    list_filter::ListMethod,
     policy::{CONTEXT_KEY, CURRENT_PROTOCOL, Forbidden, McpCall},
     telemetry,
     verdict::{Unauthenticated, Verdict},
@@ -122,7 +123,28 @@ impl Authorization for CheckService {
                 audit::decision(request_id, &facts, &decision, latency);
                 self.authorizer.metrics().decision(&decision, latency);
                 let protocol = http.and_then(|http| header_text(http, "mcp-protocol-version"));
-                Ok(Response::new(self.responses.render(&decision, protocol)))
+                let mut response = self.responses.render(&decision, protocol);
+                if let Verdict::Allow(principal, grant) = &decision.verdict {
+                    // For the ext_proc filter: the policy and identity decided here, so it
+                    // never looks at the token again, and whether this is a list whose
+                    // entries the policy has rules about (Envoy runs the filter only then).
+                    let filter =
+                        facts
+                            .mcp
+                            .method
+                            .and_then(ListMethod::from_method)
+                            .filter(|list| {
+                                self.authorizer
+                                    .has_rules_for(&grant.policy, list.call_method())
+                                    .unwrap_or(true)
+                            });
+                    response.set_dynamic_metadata(Some(crate::ext_proc::allow_metadata(
+                        principal,
+                        &grant.policy,
+                        filter,
+                    )));
+                }
+                Ok(Response::new(response))
             }
             Err(error) => {
                 let latency = started.elapsed();

@@ -20,7 +20,12 @@
 //! - [`verdict`]: the outcome of one authorization.
 //! - [`cache`]: the bounded verdict cache, keyed by a hash, entries expiring with their token.
 //! - [`authorizer`]: one authorization from request facts to verdict (cache, verify, decide).
-//! - [`check`]: the Envoy boundary (gRPC `Check`); the only module that touches envoy-types.
+//! - [`check`]: the Envoy boundary (gRPC `Check`); with [`ext_proc`], the only modules that
+//!   touch envoy-types.
+//! - [`list_filter`]: reading MCP list results (JSON or SSE) and removing the entries a user may
+//!   not use, every other byte kept.
+//! - [`ext_proc`]: the second Envoy boundary (gRPC `ExternalProcessor`): filters list results
+//!   with the policy and identity the Check decided on.
 //! - [`store`]: the OAuth facade's shared state (sign-ins, codes, refresh tokens, revocations),
 //!   in memory for one replica or in Redis for several, and each replica's local copy of the
 //!   revocations for the hot path.
@@ -45,9 +50,11 @@ pub mod check;
 pub mod client_metadata;
 pub mod config;
 pub mod credentials;
+pub mod ext_proc;
 pub mod google;
 pub mod groups;
 pub mod health;
+pub mod list_filter;
 pub mod metrics;
 pub mod oauth;
 pub mod policy;
@@ -66,15 +73,18 @@ pub mod verdict;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use envoy_types::{
+    ext_authz::v3::pb::AuthorizationServer,
+    pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer,
+};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    authorizer::Authorizer, check::CheckService, config::Config, google::Google, groups::Groups,
-    reload::Reloader, secrets::Secrets,
+    authorizer::Authorizer, check::CheckService, config::Config, ext_proc::ExtProcService,
+    google::Google, groups::Groups, reload::Reloader, secrets::Secrets,
 };
 
 /// The listeners, bound before anything starts so a taken port fails the start cleanly.
@@ -317,6 +327,7 @@ impl Prepared {
                 TcpIncoming::from(listeners.admin),
                 shutdown.clone().cancelled_owned(),
             );
+        let ext_proc = ExternalProcessorServer::new(ExtProcService::new(authorizer.clone()));
         let check = AuthorizationServer::new(CheckService::new(&config, authorizer));
         let grpc_shutdown = {
             let (shutdown, reporter) = (shutdown.clone(), reporter.clone());
@@ -330,6 +341,7 @@ impl Prepared {
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(check)
+            .add_service(ext_proc)
             .serve_with_incoming_shutdown(incoming, grpc_shutdown);
 
         let mut routes = health::router(google, groups, facade.clone())

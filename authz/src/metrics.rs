@@ -24,6 +24,7 @@ use crate::{
     authorizer::{Authorizer, CacheUse, Decision},
     google::BackendError,
     groups::Groups,
+    list_filter::ListMethod,
 };
 
 /// The content type of `GET /metrics`.
@@ -59,6 +60,61 @@ pub struct Metrics {
     secret_refreshes: Family<SecretLabels, Counter>,
     revocations_in_sync: Gauge,
     verifications_shed: Family<ReasonLabel, Counter>,
+    list_filtering: Family<ListLabels, Counter>,
+    list_entries_hidden: Family<MethodLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: &'static str,
+}
+
+/// How the ext_proc filter handled one list response, as the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOutcome {
+    /// Read, and entries the user may not use were removed.
+    Filtered,
+    /// Read; the user may use every entry, so the body passed byte for byte.
+    Unchanged,
+    /// The policy has no rules about the listed entries: passed without reading the body.
+    NoRules,
+    /// Not a 200: passed without reading the body.
+    NotOk,
+    /// Not a list method (the matcher in Envoy's config should not send these).
+    NotAList,
+    /// No Check decided about the request (a route with ext_authz off): passed.
+    NoDecision,
+    /// Refused (502): the body could not be read as a list result.
+    RefusedUnparseable,
+    /// Refused (502): neither JSON nor SSE, or compressed.
+    RefusedContentType,
+    /// Refused (502): the policy that admitted the request is gone (a reload).
+    RefusedUnknownPolicy,
+    /// Refused (503): group memberships could not be looked up.
+    Unavailable,
+}
+
+impl ListOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListOutcome::Filtered => "filtered",
+            ListOutcome::Unchanged => "unchanged",
+            ListOutcome::NoRules => "no_rules",
+            ListOutcome::NotOk => "not_ok",
+            ListOutcome::NotAList => "not_a_list",
+            ListOutcome::NoDecision => "no_decision",
+            ListOutcome::RefusedUnparseable => "refused_unparseable",
+            ListOutcome::RefusedContentType => "refused_content_type",
+            ListOutcome::RefusedUnknownPolicy => "refused_unknown_policy",
+            ListOutcome::Unavailable => "unavailable",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -273,6 +329,18 @@ impl Metrics {
              verified at once (concurrency) or per second (rate)",
             verifications_shed.clone(),
         );
+        let list_filtering = Family::default();
+        registry.register(
+            "list_filtering",
+            "MCP list responses seen by the ext_proc filter, by list method and outcome",
+            list_filtering.clone(),
+        );
+        let list_entries_hidden = Family::default();
+        registry.register(
+            "list_entries_hidden",
+            "Entries removed from MCP list results because the user's policy refuses them",
+            list_entries_hidden.clone(),
+        );
         let revocations_in_sync = Gauge::default();
         registry.register(
             "revocations_in_sync",
@@ -300,6 +368,28 @@ impl Metrics {
             secret_refreshes,
             revocations_in_sync,
             verifications_shed,
+            list_filtering,
+            list_entries_hidden,
+        }
+    }
+
+    /// One response seen by the ext_proc filter (`method` `None`: not a list method).
+    pub fn list_filtering(&self, method: Option<ListMethod>, outcome: ListOutcome) {
+        self.list_filtering
+            .get_or_create(&ListLabels {
+                method: method.map_or("other", ListMethod::as_str),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn list_entries_hidden(&self, method: ListMethod, hidden: usize) {
+        if hidden > 0 {
+            self.list_entries_hidden
+                .get_or_create(&MethodLabel {
+                    method: method.as_str(),
+                })
+                .inc_by(hidden as u64);
         }
     }
 

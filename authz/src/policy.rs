@@ -368,6 +368,15 @@ impl Policy {
             .map(|g| &**g)
     }
 
+    /// Whether a rule is about `method` (one of its method globs matches it): without one, the
+    /// policy answers every call of `method` alike, as its own requirement does. List filtering
+    /// refuses a list result it cannot read only where this holds.
+    pub fn has_rules_for(&self, method: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.methods.iter().any(|m| m.matches(method)))
+    }
+
     /// Allows a principal whose verified account belongs to an allowed Workspace domain.
     ///
     /// The domain comes from `hd` only. A consumer account can register any email address,
