@@ -331,11 +331,12 @@ class EchoUpstream:
 class McpUpstream:
     """The demo MCP server (demo/mcp_server.py: official Python SDK, streamable HTTP on /mcp)."""
 
-    def __init__(self, workdir: pathlib.Path):
+    def __init__(self, workdir: pathlib.Path, args: tuple = (), name: str = "mcp-server"):
+        """`args`: further demo server flags (`--sse`, `--page-size N`, `--extra-tools N`)."""
         self.port = free_port()
         self.process = Process(
-            "mcp-server",
-            [sys.executable, str(ROOT / "demo" / "mcp_server.py"), "--port", str(self.port)],
+            name,
+            [sys.executable, str(ROOT / "demo" / "mcp_server.py"), "--port", str(self.port), *args],
             workdir,
         )
 
@@ -488,7 +489,7 @@ class Envoy:
         self.process = Process(
             "envoy",
             [envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
-             "--log-level", "warn", "--base-id", str(self.admin_port)],
+             "--log-level", os.environ.get("ENVOY_LOG_LEVEL", "warn"), "--base-id", str(self.admin_port)],
             workdir,
         )
         wait_until(self.authz_healthy, timeout=30, what="envoy ready with a healthy authz")
