@@ -33,14 +33,10 @@ use crate::{
     credentials::CredentialError,
     google::BackendError,
     list_filter::ListMethod,
-    policy::{CONTEXT_KEY, CURRENT_PROTOCOL, Forbidden, McpCall},
+    policy::{CONTEXT_KEY, CURRENT_PROTOCOL, Forbidden, MCP_METADATA_NAMESPACE, McpCall},
     telemetry,
     verdict::{Unauthenticated, Verdict},
 };
-
-/// The dynamic-metadata namespace of Envoy's MCP filter (Envoy 1.40), forwarded to us through
-/// the ext_authz filter's `metadata_context_namespaces`.
-pub const MCP_METADATA_NAMESPACE: &str = "envoy.filters.http.mcp";
 
 /// Responses whose text depends only on the config, rendered once.
 #[derive(Debug)]

@@ -42,9 +42,9 @@ use tonic::{
 
 use crate::{
     authorizer::Authorizer,
-    check::MCP_METADATA_NAMESPACE,
     list_filter::{BodyKind, ListMethod, Listing, Unparseable},
     metrics::ListOutcome,
+    policy::MCP_METADATA_NAMESPACE,
     principal::{Parts, Principal, TokenSource},
 };
 

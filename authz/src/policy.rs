@@ -68,6 +68,11 @@ enum RuleAction {
     Admit(Admission),
 }
 
+/// The dynamic-metadata namespace of Envoy's MCP filter (Envoy 1.40), forwarded to the Check
+/// (ext_authz's `metadata_context_namespaces`) and to the list filter (ext_proc's
+/// `metadata_options`).
+pub const MCP_METADATA_NAMESPACE: &str = "envoy.filters.http.mcp";
+
 /// What the MCP filter told us about the request body, and how the request's MCP headers
 /// compare with it (set by the Check module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
