@@ -10,6 +10,7 @@ import json
 import re
 import string
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -101,19 +102,46 @@ def validate(config_text: str, workdir) -> subprocess.CompletedProcess:
     )
 
 
-def test_compose_config_is_local_yaml_with_compose_names():
-    local = string.Template((ROOT / "envoy" / "local.yaml").read_text()).substitute(COMPOSE_VALUES)
-    compose = (ROOT / "envoy" / "compose.yaml").read_text()
-    # Only the header comments differ; regenerate compose.yaml from local.yaml when this fails.
-    assert compose[compose.index("\nadmin:"):] == local[local.index("\nadmin:"):]
+def test_compose_and_ecs_configs_are_rendered_from_local_yaml():
+    """envoy/compose.yaml and envoy/ecs.yaml are local.yaml with fixed values (ECS: without the
+    demo routes); rerun scripts/render-envoy-configs when this fails."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "render-envoy-configs"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    ecs = (ROOT / "envoy" / "ecs.yaml").read_text()
+    assert "/grafana/" not in ecs and "/sre/" not in ecs and "127.0.0.1, port_value: 9191" in ecs
 
 
-def test_compose_config_is_valid(tmp_path):
+@pytest.mark.parametrize("name", ["compose.yaml", "ecs.yaml"])
+def test_rendered_configs_are_valid(tmp_path, name):
     cert, key = self_signed_cert(tmp_path)  # Envoy loads the files it names, so point at real ones
-    text = (ROOT / "envoy" / "compose.yaml").read_text()
+    text = (ROOT / "envoy" / name).read_text()
     text = text.replace("/etc/envoy/tls/tls.crt", str(cert)).replace("/etc/envoy/tls/tls.key", str(key))
     result = validate(text, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def first_connection_manager(config: dict) -> dict:
+    return next(connection_managers(config))
+
+
+def test_mesh_snippet_has_local_yamls_filters_and_authz_clusters():
+    """What the mesh snippet tells you to add is what the end-to-end tests run: the same HTTP
+    filters in the same order, the same authz clusters (but for the address), the same routes to
+    authz."""
+    local = yaml.safe_load(string.Template((ROOT / "envoy" / "local.yaml").read_text()).substitute(
+        {**COMPOSE_VALUES, "AUTHZ_HOST": "127.0.0.1"}))
+    mesh = yaml.safe_load((ROOT / "envoy" / "mesh-snippet.yaml").read_text())
+    assert first_connection_manager(mesh)["http_filters"] == first_connection_manager(local)["http_filters"]
+    clusters = lambda config: {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for name in ("authz_grpc", "authz_http"):
+        assert clusters(mesh)[name] == clusters(local)[name], name
+    routes = lambda config: {json.dumps(r["match"]): r for r in
+                             first_connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+                             if r.get("route", {}).get("cluster") == "authz_http"}
+    assert routes(mesh) == routes(local)
+    cors = lambda config: first_connection_manager(config)["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]
+    assert cors(mesh) == cors(local)
 
 
 def test_mesh_snippet_is_valid(tmp_path):
