@@ -9,7 +9,8 @@ authz set, so tests can see exactly what reached the upstream.
 
 Flags for the list-filtering tests and benchmark: `--sse` answers in `text/event-stream` instead of
 `application/json`; `--page-size N` splits `tools/list` into pages of N (`nextCursor`);
-`--extra-tools N` adds N generated tools (`get_panel_000`, `delete_panel_001`, ... alternating).
+`--extra-tools N` adds N generated tools (`get_panel_000`, `delete_panel_001`, ... alternating);
+`--headers-tool` adds `request_headers`, which names every request header that reached the server.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ def add_generated_tools(count: int) -> None:
         server.add_tool(panel, name=name, description=f"Generated tool {name} for list-size tests.")
 
 
+def request_headers(ctx: Context) -> list[str]:
+    """The names of the request headers that reached the MCP server."""
+    return sorted({name.lower() for name in (ctx.headers or {})})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -98,10 +104,13 @@ def main() -> None:
     parser.add_argument("--sse", action="store_true", help="answer POSTs in text/event-stream")
     parser.add_argument("--page-size", type=int, default=0, help="paginate tools/list")
     parser.add_argument("--extra-tools", type=int, default=0, help="add generated tools")
+    parser.add_argument("--headers-tool", action="store_true", help="add the request_headers tool")
     args = parser.parse_args()
     server.page_size = args.page_size or None
     server.sse = args.sse
     add_generated_tools(args.extra_tools)
+    if args.headers_tool:
+        server.add_tool(request_headers)
     server.run(
         "streamable-http",
         host=args.host,

@@ -546,3 +546,17 @@ class Stack:
             self.upstream.close()
         if self.standin:
             self.standin.process.stop()
+
+
+class AggregatedEnvoy(Envoy):
+    """A real Envoy running envoy/aggregated.yaml: the MCP router in front of several backends,
+    `backends` = {name: port} for the config's NAME_HOST / NAME_PORT placeholders."""
+
+    def __init__(self, workdir: pathlib.Path, authz: Authz, backends: dict, **kwargs):
+        text = (ROOT / "envoy" / "aggregated.yaml").read_text()
+        for name, port in backends.items():
+            text = text.replace(f"${{{name.upper()}_HOST}}", "127.0.0.1")
+            text = text.replace(f"${{{name.upper()}_PORT}}", str(port))
+        template = workdir / "aggregated-template.yaml"
+        template.write_text(text)
+        super().__init__(workdir, authz, upstream_port=0, template=template, **kwargs)
