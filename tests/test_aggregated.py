@@ -27,8 +27,10 @@ POLICY = """
 [policies.mcp]
 [[policies.mcp.rules]]
 name = "sre-backend"
-methods = ["tools/call"]
+methods = ["tools/call", "prompts/get", "resources/read"]
 tools = ["sre__*"]
+prompts = ["sre__*"]
+resources = ["sre+*"]
 groups = ["sre@example.com"]
 
 [[policies.mcp.rules]]
@@ -158,13 +160,19 @@ def test_lists_hide_the_entries_each_backends_rule_refuses(stack):
     assert tool_names(rpc(stack, GRACE, "tools/list")) == GRAFANA_TOOLS | SRE_TOOLS
 
 
-def test_prompts_and_resources_get_one_answer_for_every_backend(stack):
-    # authz's rules name tools only; a rule on prompts/get or resources/read would decide every
-    # backend's prompts or resources alike. Without one, ada sees both backends' entries.
+def test_each_backends_prompts_and_resources_are_its_rules(stack):
+    """Rules name prompts (`prompts`) and resource URIs (`resources`) too, so the sre backend's
+    prompts and resources are hidden from ada and refused to her, and grace sees both."""
     prompts = rpc(stack, ADA, "prompts/list").json()["result"]["prompts"]
-    assert {p["name"] for p in prompts} == {"grafana__summarize_dashboard", "sre__summarize_dashboard"}
+    assert {p["name"] for p in prompts} == {"grafana__summarize_dashboard"}
     resources = rpc(stack, ADA, "resources/list").json()["result"]["resources"]
-    assert {r["uri"] for r in resources} == {"grafana+dashboards://index", "sre+dashboards://index"}
+    assert {r["uri"] for r in resources} == {"grafana+dashboards://index"}
+    prompts = rpc(stack, GRACE, "prompts/list").json()["result"]["prompts"]
+    assert {p["name"] for p in prompts} == {"grafana__summarize_dashboard", "sre__summarize_dashboard"}
+    refused = rpc(stack, ADA, "resources/read", {"uri": "sre+dashboards://index"})
+    assert refused.status_code == 403, refused.text
+    refused = rpc(stack, ADA, "prompts/get", {"name": "sre__summarize_dashboard", "arguments": {}})
+    assert refused.status_code == 403, refused.text
 
 
 def test_backends_get_authzs_identity_headers_and_nothing_of_the_clients(stack):

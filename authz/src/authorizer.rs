@@ -236,9 +236,9 @@ impl Authorizer {
     /// For list filtering: which of `names` (tool or prompt names, resource URIs) `principal`
     /// may use with `call_method` (`tools/call`, `prompts/get`, `resources/read`) under
     /// `policy`, decided by the very rules the Check applies to that call, with the group
-    /// memberships looked up once for all names (through the membership cache). The Check
-    /// matches tool globs on `tools/call` names only; prompts and resources get one answer
-    /// for all, as their calls would. `Ok(None)`: no such policy. `Err`: cannot decide now.
+    /// memberships looked up once for all names (through the membership cache): tool names
+    /// against rules' `tools`, prompt names against `prompts`, resource URIs against
+    /// `resources`, as the Check matches the calls. `Ok(None)`: no such policy. `Err`: cannot decide now.
     pub async fn permitted(
         &self,
         principal: &Principal,
@@ -250,7 +250,7 @@ impl Authorizer {
         let Ok(policy) = rules.policies.select(Some(policy), "") else {
             return Ok(None);
         };
-        let per_name = call_method == "tools/call";
+        let per_name = matches!(call_method, "tools/call" | "prompts/get" | "resources/read");
         let mut known = Memberships::default();
         let mut answers = Vec::with_capacity(names.len());
         let mut shared = None;

@@ -222,7 +222,8 @@ fn mcp_call<'a>(attributes: &'a AttributeContext, http: Option<&'a HttpRequest>)
     McpCall {
         method,
         tool: match method {
-            Some("tools/call") => string(params.and_then(|p| p.get("name"))),
+            Some("tools/call" | "prompts/get") => string(params.and_then(|p| p.get("name"))),
+            Some("resources/read") => string(params.and_then(|p| p.get("uri"))),
             _ => None,
         },
         headers_disagree,

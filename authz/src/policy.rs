@@ -57,8 +57,12 @@ struct Admission {
 struct Rule {
     label: Arc<str>,
     methods: Vec<Glob>,
-    /// Empty: any tool (and the rule applies to every method in `methods`).
+    /// Names for `tools/call`, prompt names for `prompts/get`, resource URIs for
+    /// `resources/read`. All empty: the rule applies to every method in `methods`, whatever
+    /// it names; otherwise only to the calls whose name one of them matches.
     tools: Vec<Glob>,
+    prompts: Vec<Glob>,
+    resources: Vec<Glob>,
     action: RuleAction,
 }
 
@@ -79,7 +83,8 @@ pub const MCP_METADATA_NAMESPACE: &str = "envoy.filters.http.mcp";
 pub struct McpCall<'a> {
     /// The JSON-RPC method, e.g. `tools/call`.
     pub method: Option<&'a str>,
-    /// `params.name` of a `tools/call`.
+    /// What the call names: `params.name` of a `tools/call` or `prompts/get`, `params.uri` of
+    /// a `resources/read`.
     pub tool: Option<&'a str>,
     /// `Mcp-Method` or `Mcp-Name` says something else than the body, or a header the request's
     /// protocol revision requires is missing: the upstream might act on either, so the request
@@ -277,9 +282,11 @@ pub fn decide(
             group: base_group,
         }));
     };
-    if request.mcp.method == Some("tools/call")
-        && request.mcp.tool.is_none()
-        && !rule.tools.is_empty()
+    if request.mcp.tool.is_none()
+        && request
+            .mcp
+            .method
+            .is_some_and(|method| rule.names_things_for(method))
     {
         return refuse(&rule.label, Forbidden::McpMetadataMissing, None);
     }
@@ -346,6 +353,8 @@ impl Policy {
                 ),
                 methods: rule.methods.iter().map(|m| Glob::new(m)).collect(),
                 tools: rule.tools.iter().map(|t| Glob::new(t)).collect(),
+                prompts: rule.prompts.iter().map(|p| Glob::new(p)).collect(),
+                resources: rule.resources.iter().map(|r| Glob::new(r)).collect(),
                 action: if rule.deny {
                     RuleAction::Deny
                 } else {
@@ -454,15 +463,33 @@ impl Rule {
         if !self.methods.iter().any(|m| m.matches(method)) {
             return false;
         }
-        if self.tools.is_empty() {
+        if self.tools.is_empty() && self.prompts.is_empty() && self.resources.is_empty() {
             return true;
         }
-        match (method, mcp.tool) {
-            ("tools/call", Some(tool)) => self.tools.iter().any(|t| t.matches(tool)),
-            // A tools/call without a name: the rule may be about it; decide() refuses.
-            ("tools/call", None) => true,
-            _ => false,
+        let Some(names) = self.names_for(method) else {
+            return false;
+        };
+        match mcp.tool {
+            Some(name) => names.iter().any(|n| n.matches(name)),
+            // A named call without its name: the rule may be about it; decide() refuses.
+            None => !names.is_empty(),
         }
+    }
+
+    /// The patterns this rule has for what `method` names, if `method` names something.
+    fn names_for(&self, method: &str) -> Option<&[Glob]> {
+        match method {
+            "tools/call" => Some(&self.tools),
+            "prompts/get" => Some(&self.prompts),
+            "resources/read" => Some(&self.resources),
+            _ => None,
+        }
+    }
+
+    /// Whether this rule names things for `method` (the answer depends on the name).
+    fn names_things_for(&self, method: &str) -> bool {
+        self.names_for(method)
+            .is_some_and(|names| !names.is_empty())
     }
 }
 

@@ -397,8 +397,14 @@ fn mcp_method_and_tool_come_from_the_mcp_filter_metadata() {
     let old = mcp_call(&call, None);
     assert!(old.protocol_too_old && !old.headers_disagree);
     assert_eq!(old.tool, Some("delete_dashboard"));
-    // A name on another method is not a tool.
-    let other = mcp_metadata(json!({"method": "prompts/get", "params": {"name": "x"}}));
+    // What a prompts/get or resources/read names is read too (rules can be about it); a
+    // name on another method is not.
+    let prompt = mcp_metadata(json!({"method": "prompts/get", "params": {"name": "x"}}));
+    assert_eq!(mcp_call(&prompt, None).tool, Some("x"));
+    let resource =
+        mcp_metadata(json!({"method": "resources/read", "params": {"uri": "file:///a"}}));
+    assert_eq!(mcp_call(&resource, None).tool, Some("file:///a"));
+    let other = mcp_metadata(json!({"method": "tools/list", "params": {"name": "x"}}));
     assert_eq!(mcp_call(&other, None).tool, None);
     // Wrong types read as absent (and the policy fails closed on absent).
     let absent = McpCall {

@@ -48,10 +48,16 @@ pub struct RuleConfig {
     /// JSON-RPC methods (globs), e.g. `["tools/call"]`.
     #[serde(deserialize_with = "string_list")]
     pub methods: Vec<String>,
-    /// Tool names (globs) for `tools/call`, e.g. `["delete_*"]`. Empty: any tool, and any
-    /// method in `methods`.
+    /// Tool names (globs) for `tools/call`, e.g. `["delete_*"]`. With `tools`, `prompts` and
+    /// `resources` all empty: any name, and any method in `methods`.
     #[serde(default, deserialize_with = "string_list")]
     pub tools: Vec<String>,
+    /// Prompt names (globs) for `prompts/get`.
+    #[serde(default, deserialize_with = "string_list")]
+    pub prompts: Vec<String>,
+    /// Resource URIs (globs) for `resources/read`, e.g. `["file:///secrets/*"]`.
+    #[serde(default, deserialize_with = "string_list")]
+    pub resources: Vec<String>,
     #[serde(default, deserialize_with = "string_list")]
     pub groups: Vec<String>,
     #[serde(default)]
@@ -114,7 +120,13 @@ pub(super) fn check_policy(policy: &PolicyConfig) -> Result<(), (String, String)
                 "at least one method pattern is required".into(),
             ));
         }
-        for pattern in rule.methods.iter().chain(&rule.tools) {
+        for pattern in rule
+            .methods
+            .iter()
+            .chain(&rule.tools)
+            .chain(&rule.prompts)
+            .chain(&rule.resources)
+        {
             if pattern.is_empty() || pattern.chars().any(char::is_control) {
                 return Err((
                     key("methods"),

@@ -280,6 +280,71 @@ fn tool_rules_narrow_the_policy() {
     );
 }
 
+/// Prompts and resources are named by their own keys; a rule about one kind of name does not
+/// touch the others.
+#[test]
+fn prompt_and_resource_rules_match_their_own_names() {
+    let policy = policy(PolicyConfig {
+        rules: vec![
+            RuleConfig {
+                name: Some("admin-prompts".into()),
+                methods: strings(&["prompts/get"]),
+                prompts: strings(&["admin_*"]),
+                groups: strings(&["sre@example.com"]),
+                ..Default::default()
+            },
+            RuleConfig {
+                name: Some("secrets".into()),
+                methods: strings(&["resources/read"]),
+                resources: strings(&["file:///secrets/*"]),
+                deny: true,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    let named = |method: &'static str, name: Option<&'static str>| Request {
+        http_method: "POST",
+        mcp: McpCall {
+            method: Some(method),
+            tool: name,
+            ..McpCall::default()
+        },
+    };
+    let ada = user("ada@example.com");
+    let outcome = |request| run(&policy, &ada, request, &[]).0;
+    assert_eq!(
+        reason(&outcome(named("prompts/get", Some("admin_reset")))),
+        "not_in_groups"
+    );
+    assert!(outcome(named("prompts/get", Some("summarize"))).is_ok());
+    assert!(
+        run(
+            &policy,
+            &ada,
+            named("prompts/get", Some("admin_reset")),
+            &["sre@example.com"]
+        )
+        .0
+        .is_ok()
+    );
+    assert_eq!(
+        reason(&outcome(named(
+            "resources/read",
+            Some("file:///secrets/key")
+        ))),
+        "rule_denied"
+    );
+    assert!(outcome(named("resources/read", Some("file:///docs/a"))).is_ok());
+    // A tool of that name is not a prompt.
+    assert!(outcome(named("tools/call", Some("admin_reset"))).is_ok());
+    // A named call without its name: refused where a rule is about names.
+    assert_eq!(
+        reason(&outcome(named("resources/read", None))),
+        "mcp_metadata_missing"
+    );
+}
+
 #[test]
 fn rules_fail_closed_without_mcp_metadata() {
     let p = grafana();
