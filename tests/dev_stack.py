@@ -15,22 +15,8 @@ import socket
 import sys
 import tempfile
 
-from stack import (ADA, BOB, CONSUMER, GRACE, MCP_VERSION, TARGET, Stack, demo_workspace, mcp_body,
+from stack import (ADA, BOB, CONSUMER, DEMO_RESOURCES, GRACE, MCP_VERSION, TARGET, Stack, demo_workspace, mcp_body,
                    oauth_config)
-
-# The three MCP servers of the demo, each signed in to by its own URL (see README, "Several MCP
-# servers"); Envoy routes all three to the demo MCP server.
-RESOURCES = """
-[[resources]]
-url = "{origin}/grafana/mcp"
-name = "Grafana"
-policy = "grafana"
-
-[[resources]]
-url = "{origin}/sre/mcp"
-name = "SRE tools"
-policy = "sre"
-"""
 
 # `$D/mcp USER TOOL PATH [ARGUMENTS]`: one MCP 2026-07-28 tools/call through Envoy as USER (a
 # token file in $D/tokens), printing the body and `HTTP <status>`.
@@ -84,7 +70,7 @@ def started_stack(workdir: pathlib.Path, port: int) -> Stack:
         settings = workspace(standin)
         # Cursor's private-use redirect is allowed here, so every client in README can try it.
         oauth = oauth_config(standin, origin, redirect_schemes='["cursor://anysphere.cursor-mcp"]')
-        settings["extra_config"] = oauth + settings["extra_config"] + RESOURCES.format(origin=origin)
+        settings["extra_config"] = oauth + settings["extra_config"] + DEMO_RESOURCES.replace("{origin}", origin)
         return settings
 
     # The OAuth facade's issuer and the MCP servers are Envoy's public origin.

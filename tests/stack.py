@@ -89,6 +89,22 @@ def redis_server() -> str:
     return str(bundled) if bundled.is_file() else (shutil.which("redis-server") or "redis-server")
 
 
+# The demo's two more MCP servers, each with its own policy (DEMO_POLICIES), beside the
+# `[resource]` at /mcp; `{origin}` is Envoy's https origin. Envoy routes all three to the demo
+# MCP server (README, "Several MCP servers").
+DEMO_RESOURCES = """
+[[resources]]
+url = "{origin}/grafana/mcp"
+name = "Grafana"
+policy = "grafana"
+
+[[resources]]
+url = "{origin}/sre/mcp"
+name = "SRE tools"
+policy = "sre"
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -24,26 +24,15 @@ import requests
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from stack import ADA, BOB, GRACE, ROOT, wait_until
+from stack import ADA, BOB, DEMO_RESOURCES, GRACE, ROOT, wait_until
 from test_oauth import REDIRECT, OAuthStack, OfficialClient
 
-RESOURCES = """
-[[resources]]
-url = "{origin}/grafana/mcp"
-name = "Grafana"
-policy = "grafana"
-
-[[resources]]
-url = "{origin}/sre/mcp"
-name = "SRE tools"
-policy = "sre"
-"""
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     stack = OAuthStack(tmp_path_factory.mktemp("resources"), oauth_settings={"access_token_ttl": '"60s"'},
-                       policy_extra=RESOURCES)
+                       policy_extra=DEMO_RESOURCES)
     yield stack
     stack.close()
 

@@ -935,7 +935,9 @@ fn env_value(raw: &str) -> toml::Value {
 }
 
 /// A list given as a TOML array or as one comma-separated string (convenient in env vars).
-fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn string_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

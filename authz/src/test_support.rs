@@ -42,22 +42,27 @@ pub struct ReadyGoogle {
     _stop: DropGuard,
 }
 
-pub async fn ready_google(client: &str, metrics: Arc<Metrics>) -> ReadyGoogle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let standin = StandIn::start(listener, Options::default()).await.unwrap();
-    let issuer = standin.issuer().to_string();
-    let config = Config::load(
-        None,
+/// A config for tokens of `client` from the stand-in at `issuer` (domain example.com, resource
+/// https://mcp.example.com/mcp), with `file` (e.g. policies) beneath the environment.
+pub fn config_for(issuer: &str, client: &str, file: Option<&str>) -> Config {
+    Config::load(
+        file,
         [
             ("AUTHZ_GOOGLE__CLIENT_IDS", client.to_string()),
-            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
+            ("AUTHZ_GOOGLE__ISSUER", issuer.to_string()),
             ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
             ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
             ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     )
-    .unwrap();
+    .unwrap()
+}
+
+pub async fn ready_google(client: &str, metrics: Arc<Metrics>) -> ReadyGoogle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let standin = StandIn::start(listener, Options::default()).await.unwrap();
+    let config = config_for(standin.issuer(), client, None);
     let google = Google::with_metrics(&config, metrics).unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(google.clone().run(stop.clone()));

@@ -4,9 +4,8 @@ use envoy_types::pb::envoy::config::core::v3::HeaderMap;
 
 use super::*;
 use crate::{
-    config::Config,
     metrics::Metrics,
-    test_support::{ReadyGoogle, ready_google},
+    test_support::{ReadyGoogle, config_for, ready_google},
 };
 
 const CLIENT: &str = "test-client.apps.googleusercontent.com";
@@ -30,19 +29,7 @@ deny = true
 
 async fn authorizer() -> (ReadyGoogle, Authorizer) {
     let ready = ready_google(CLIENT, Arc::new(Metrics::new())).await;
-    let issuer = ready.standin.issuer().to_string();
-    let config = Config::load(
-        Some(POLICIES),
-        [
-            ("AUTHZ_GOOGLE__CLIENT_IDS", CLIENT.to_string()),
-            ("AUTHZ_GOOGLE__ISSUER", issuer.clone()),
-            ("AUTHZ_GOOGLE__TOKENINFO_URL", format!("{issuer}/tokeninfo")),
-            ("AUTHZ_ACCESS__DOMAINS", "example.com".into()),
-            ("AUTHZ_RESOURCE__URL", "https://mcp.example.com/mcp".into()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-    )
-    .unwrap();
+    let config = config_for(ready.standin.issuer(), CLIENT, Some(POLICIES));
     let authorizer = Authorizer::new(&config, ready.google.clone(), None);
     (ready, authorizer)
 }

@@ -170,21 +170,7 @@ where
     D: serde::Deserializer<'de>,
     T: TryFrom<String, Error = String>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<String>),
-        Joined(String),
-    }
-    let texts = match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::Many(items) => items,
-        OneOrMany::Joined(joined) => joined
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-    };
+    let texts = crate::config::string_list(deserializer)?;
     texts
         .into_iter()
         .map(|text| T::try_from(text).map_err(serde::de::Error::custom))
