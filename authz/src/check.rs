@@ -121,9 +121,10 @@ impl Authorization for CheckService {
                 let protocol = http.and_then(|http| header_text(http, "mcp-protocol-version"));
                 let mut response = self.responses.render(&decision, protocol);
                 if let Verdict::Allow(principal, grant) = &decision.verdict {
-                    // For the ext_proc filter: the policy and identity decided here, so it
-                    // never looks at the token again, and whether this is a list whose
-                    // entries the policy has rules about (Envoy runs the filter only then).
+                    // For the ext_proc filter, which Envoy runs only on a list whose entries
+                    // the policy has rules about: the policy and identity decided here, so it
+                    // never looks at the token again. Other allows carry nothing (no
+                    // allocation on the common path).
                     let filter =
                         facts
                             .mcp
@@ -134,11 +135,13 @@ impl Authorization for CheckService {
                                     .has_rules_for(&grant.policy, list.call_method())
                                     .unwrap_or(true)
                             });
-                    response.set_dynamic_metadata(Some(crate::ext_proc::allow_metadata(
-                        principal,
-                        &grant.policy,
-                        filter,
-                    )));
+                    if filter.is_some() {
+                        response.set_dynamic_metadata(Some(crate::ext_proc::allow_metadata(
+                            principal,
+                            &grant.policy,
+                            filter,
+                        )));
+                    }
                 }
                 Ok(Response::new(response))
             }

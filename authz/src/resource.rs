@@ -86,12 +86,14 @@ impl Resources {
     /// resource path the request falls under (on segment boundaries). With one resource, a
     /// request under no path is still its (`by_path: false`); with several, `None`.
     pub fn for_request(&self, host: &str, path: &str) -> Option<Selected<'_>> {
-        let host = normalized_authority(host);
-        let on_host = self.list.iter().any(|resource| resource.authority == host);
+        let host = without_default_port(host);
+        let on_this_host =
+            |resource: &&Arc<McpResource>| resource.authority.eq_ignore_ascii_case(host);
+        let on_host = self.list.iter().any(|resource| on_this_host(&resource));
         let best = self
             .list
             .iter()
-            .filter(|resource| !on_host || resource.authority == host)
+            .filter(|resource| !on_host || on_this_host(resource))
             .filter(|resource| prefix_matches(&resource.path, path))
             .max_by_key(|resource| {
                 (
@@ -184,17 +186,18 @@ impl McpResource {
     }
 }
 
-/// `Host`/`:authority` as compared with a resource URL's: lower-case, without `:443`/`:80`
-/// (the scheme is not known here; a resource URL never spells its default port).
-fn normalized_authority(authority: &str) -> String {
-    let lower = authority.to_ascii_lowercase();
-    match lower
+/// `Host`/`:authority` as compared with a resource URL's (case-insensitively): without
+/// `:443`/`:80` (the scheme is not known here; a resource URL never spells its default port).
+fn without_default_port(authority: &str) -> &str {
+    authority
         .strip_suffix(":443")
-        .or_else(|| lower.strip_suffix(":80"))
-    {
-        Some(bare) => bare.to_string(),
-        None => lower,
-    }
+        .or_else(|| authority.strip_suffix(":80"))
+        .unwrap_or(authority)
+}
+
+/// A resource URL's authority as stored: lower-case, without a default port.
+fn normalized_authority(authority: &str) -> String {
+    without_default_port(authority).to_ascii_lowercase()
 }
 
 /// Checks of the entries that need them all; `(key, message)`.
