@@ -206,3 +206,34 @@ def test_runtime_worker_threads_sets_the_threads_that_serve_requests(stack):
         assert runtime_workers(events) == 1
     finally:
         one.stop()
+
+
+def test_healthcheck_says_what_is_not_ready():
+    """`authz healthcheck` (the images' health command) exits 1 on a 503 and prints the
+    readiness body, so `docker inspect` shows why (here: the JWKS is not loaded)."""
+    import http.server
+    import threading
+
+    body = b'{"ready":false,"config":"valid","jwks":false,"group_credentials":null,"store":null}'
+
+    class NotReady(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the standard library's name
+            self.send_response(503)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotReady)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/readyz"
+        result = subprocess.run([str(TARGET / "authz"), "healthcheck", "--url", url],
+                                capture_output=True, text=True, timeout=10)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    assert "503" in result.stderr and '"jwks":false' in result.stderr, result.stderr
