@@ -20,7 +20,7 @@ use std::{sync::Arc, time::Duration};
 
 use authz::{
     cache::{self, Identity, IdentityCache, Lifetimes, VerdictCache},
-    google::TokenError,
+    errors::TokenError,
     policy::Grant,
     principal::{Parts, Principal, TokenSource, unix_now},
     verdict::{Outcomes, Unauthenticated, Verdict},

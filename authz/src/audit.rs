@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::{
     authorizer::{Decision, RequestFacts},
-    google::BackendError,
+    errors::BackendError,
 };
 
 /// Longest method or tool name written: they come from the request body.

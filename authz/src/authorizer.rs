@@ -18,7 +18,8 @@ use crate::{
     cache::{self, CacheKey, Identity, IdentityCache, Stats, VerdictCache},
     config::Config,
     credentials::{self, Credential},
-    google::{BackendError, Google, Seen, TokenError, VerifyError},
+    errors::{BackendError, TokenError, VerifyError},
+    google::{Google, Seen},
     metrics::{CacheName, CacheResult, Metrics},
     oauth::{TokenCheck, access_token},
     policy::{
@@ -68,10 +69,16 @@ pub enum CacheUse {
 
 impl CacheUse {
     pub fn as_str(self) -> &'static str {
-        match self {
-            CacheUse::Hit => "hit",
-            CacheUse::Miss => "miss",
-            CacheUse::Bypass => "bypass",
+        CacheResult::from(self).as_str()
+    }
+}
+
+impl From<CacheUse> for CacheResult {
+    fn from(cache: CacheUse) -> CacheResult {
+        match cache {
+            CacheUse::Hit => CacheResult::Hit,
+            CacheUse::Miss => CacheResult::Miss,
+            CacheUse::Bypass => CacheResult::Bypass,
         }
     }
 }
@@ -413,7 +420,7 @@ impl Authorizer {
             // elsewhere cannot be known, so no answer is given (a 503, never an allow).
             SessionState::Unknown => {
                 return Err(BackendError {
-                    endpoint: crate::google::Endpoint::Revocations,
+                    endpoint: crate::errors::Endpoint::Revocations,
                     problem: "this replica's copy of the revocations is stale".into(),
                 });
             }
@@ -678,7 +685,7 @@ impl Rules {
             // The config refuses policies with groups when no lookup is configured; should one
             // slip through, not knowing is an outage, never an allow.
             None => Err(BackendError {
-                endpoint: crate::google::Endpoint::Groups,
+                endpoint: crate::errors::Endpoint::Groups,
                 problem: "no group membership lookup is configured".into(),
             }),
         }

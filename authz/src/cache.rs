@@ -24,7 +24,7 @@ use flight::{Flights, SharedError};
 use pool::Pool;
 
 use crate::{
-    google::TokenError,
+    errors::TokenError,
     principal::{Principal, unix_now},
     verdict::Verdict,
 };

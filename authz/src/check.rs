@@ -24,14 +24,14 @@ use envoy_types::{
 };
 use opentelemetry::propagation::Extractor;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::{
     audit,
     authorizer::{Authorizer, Decision, RequestFacts},
     config::{Config, OutageResponse},
     credentials::CredentialError,
-    google::BackendError,
+    errors::BackendError,
     list_filter::ListMethod,
     policy::{CONTEXT_KEY, CURRENT_PROTOCOL, Forbidden, MCP_METADATA_NAMESPACE, McpCall},
     telemetry,
@@ -115,9 +115,14 @@ impl Authorization for CheckService {
         {
             Ok(decision) => {
                 let latency = started.elapsed();
-                telemetry::record_decision(&span, &decision);
+                record_decision(&span, &decision);
                 audit::decision(request_id, &facts, &decision, latency);
-                self.authorizer.metrics().decision(&decision, latency);
+                self.authorizer.metrics().decision(
+                    decision.verdict.decision(),
+                    decision.verdict.reason(),
+                    decision.cache.into(),
+                    latency,
+                );
                 let protocol = http.and_then(|http| header_text(http, "mcp-protocol-version"));
                 let mut response = self.responses.render(&decision, protocol);
                 if let Verdict::Allow(principal, grant) = &decision.verdict {
@@ -147,7 +152,7 @@ impl Authorization for CheckService {
             }
             Err(error) => {
                 let latency = started.elapsed();
-                telemetry::record_outage(&span, &error);
+                record_outage(&span, &error);
                 audit::outage(request_id, &error, latency);
                 self.authorizer.metrics().outage(&error, latency);
                 self.responses.outage(&error).map(Response::new)
@@ -270,6 +275,27 @@ fn header_text<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
     } else {
         std::str::from_utf8(&first.raw_value).ok()
     }
+}
+
+/// Records the decision on the Check's span: what was decided, why, under which policy and
+/// rule, and whether the cache answered. Never who.
+fn record_decision(span: &Span, decision: &Decision) {
+    span.record("authz.decision", decision.verdict.decision());
+    span.record("authz.reason", decision.verdict.reason());
+    span.record("authz.cache", decision.cache.as_str());
+    if let Some((policy, rule, _group)) = decision.verdict.policy() {
+        span.record("authz.policy", policy);
+        span.record("authz.rule", rule);
+    }
+}
+
+/// Records "could not decide" on the Check's span, as an error naming the Google endpoint
+/// that failed (never its answer, which may echo a token).
+fn record_outage(span: &Span, error: &BackendError) {
+    span.record("otel.status_code", "error");
+    span.record("authz.decision", "unavailable");
+    span.record("authz.reason", "backend_unavailable");
+    span.record("authz.endpoint", error.endpoint.as_str());
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.

@@ -147,6 +147,11 @@ struct Pending {
     had_length: bool,
 }
 
+/// The metrics' `method` label: the list method, or `other`.
+fn method_label(method: Option<ListMethod>) -> &'static str {
+    method.map_or("other", ListMethod::as_str)
+}
+
 impl Exchange {
     async fn step(
         &mut self,
@@ -158,11 +163,11 @@ impl Exchange {
             (Exchange::Start, Some(Message::ResponseHeaders(headers))) => {
                 match on_headers(authorizer, message.metadata_context.as_ref(), &headers) {
                     Plan::Pass(method, outcome) => {
-                        metrics.list_filtering(method, outcome);
+                        metrics.list_filtering(method_label(method), outcome);
                         Reply::ResponseHeaders(HeadersResponse::default())
                     }
                     Plan::Refuse(method, refusal) => {
-                        metrics.list_filtering(method, refusal.outcome());
+                        metrics.list_filtering(method_label(method), refusal.outcome());
                         refusal.log(method);
                         Reply::ImmediateResponse(refusal.response())
                     }
@@ -188,14 +193,14 @@ impl Exchange {
                         } else {
                             ListOutcome::Unchanged
                         };
-                        metrics.list_filtering(Some(pending.method), outcome);
-                        metrics.list_entries_hidden(pending.method, hidden);
+                        metrics.list_filtering(pending.method.as_str(), outcome);
+                        metrics.list_entries_hidden(pending.method.as_str(), hidden);
                         Reply::ResponseBody(BodyResponse {
                             response: Some(mutation),
                         })
                     }
                     Err(refusal) => {
-                        metrics.list_filtering(Some(pending.method), refusal.outcome());
+                        metrics.list_filtering(pending.method.as_str(), refusal.outcome());
                         refusal.log(Some(pending.method));
                         Reply::ImmediateResponse(refusal.response())
                     }
@@ -221,7 +226,7 @@ impl Exchange {
             // A body we did not ask for, a second headers message, or nothing: out of order.
             // Refused rather than guessed at.
             (_, _) => {
-                metrics.list_filtering(None, ListOutcome::RefusedUnparseable);
+                metrics.list_filtering(method_label(None), ListOutcome::RefusedUnparseable);
                 Reply::ImmediateResponse(Refusal::OutOfOrder.response())
             }
         };

@@ -511,7 +511,7 @@ impl crate::authorizer::MembershipLookup for Groups {
     ) -> std::pin::Pin<
         Box<
             dyn std::future::Future<
-                    Output = Result<crate::authorizer::GroupAnswer, crate::google::BackendError>,
+                    Output = Result<crate::authorizer::GroupAnswer, crate::errors::BackendError>,
                 > + Send
                 + 'a,
         >,
@@ -522,8 +522,8 @@ impl crate::authorizer::MembershipLookup for Groups {
                     is_member: membership.is_member,
                     stale: membership.freshness == Freshness::Stale,
                 }),
-                Err(error) => Err(crate::google::BackendError {
-                    endpoint: crate::google::Endpoint::Groups,
+                Err(error) => Err(crate::errors::BackendError {
+                    endpoint: crate::errors::Endpoint::Groups,
                     problem: error.to_string(),
                 }),
             }

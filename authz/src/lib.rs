@@ -50,6 +50,7 @@ pub mod check;
 pub mod client_metadata;
 pub mod config;
 pub mod credentials;
+pub mod errors;
 pub mod ext_proc;
 pub mod google;
 pub mod groups;
@@ -311,7 +312,7 @@ impl Prepared {
             shutdown.clone(),
         ));
 
-        let scrape = metrics::router(metrics, authorizer.clone(), groups.clone());
+        let scrape = scrape_router(metrics, authorizer.clone(), groups.clone());
         let admin = tonic::transport::Server::builder()
             .add_service(admin::AdminServer::with_interceptor(
                 admin::AdminService::new(
@@ -388,4 +389,21 @@ async fn report_readiness(
             return;
         }
     }
+}
+
+/// `GET /metrics`, with the cache sizes read from the authorizer and the group lookups at
+/// scrape time.
+fn scrape_router(
+    metrics: Arc<metrics::Metrics>,
+    authorizer: Arc<Authorizer>,
+    groups: Option<Arc<Groups>>,
+) -> axum::Router {
+    metrics::router(metrics, move |metrics: &metrics::Metrics| {
+        use metrics::CacheName;
+        metrics.set_cache_entries(CacheName::Verdict, authorizer.verdicts().entry_count());
+        metrics.set_cache_entries(CacheName::Identity, authorizer.identities().entry_count());
+        if let Some(groups) = &groups {
+            metrics.set_cache_entries(CacheName::Membership, groups.cached_entries());
+        }
+    })
 }

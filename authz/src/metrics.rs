@@ -20,12 +20,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{
-    authorizer::{Authorizer, CacheUse, Decision},
-    google::BackendError,
-    groups::Groups,
-    list_filter::ListMethod,
-};
+use crate::errors::BackendError;
 
 /// The content type of `GET /metrics`.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
@@ -373,42 +368,42 @@ impl Metrics {
         }
     }
 
-    /// One response seen by the ext_proc filter (`method` `None`: not a list method).
-    pub fn list_filtering(&self, method: Option<ListMethod>, outcome: ListOutcome) {
+    /// One response seen by the ext_proc filter: `method` is the list method (`tools/list`,
+    /// ...), or `other`.
+    pub fn list_filtering(&self, method: &'static str, outcome: ListOutcome) {
         self.list_filtering
             .get_or_create(&ListLabels {
-                method: method.map_or("other", ListMethod::as_str),
+                method,
                 outcome: outcome.as_str(),
             })
             .inc();
     }
 
-    pub fn list_entries_hidden(&self, method: ListMethod, hidden: usize) {
+    pub fn list_entries_hidden(&self, method: &'static str, hidden: usize) {
         if hidden > 0 {
             self.list_entries_hidden
-                .get_or_create(&MethodLabel {
-                    method: method.as_str(),
-                })
+                .get_or_create(&MethodLabel { method })
                 .inc_by(hidden as u64);
         }
     }
 
-    /// One decided Check: the decision counter, the verdict cache and the latency histogram.
-    pub fn decision(&self, decision: &Decision, latency: Duration) {
-        let cache = decision.cache.as_str();
+    /// One decided Check (`decision` and `reason` as the verdict names them): the decision
+    /// counter, the verdict cache and the latency histogram.
+    pub fn decision(
+        &self,
+        decision: &'static str,
+        reason: &'static str,
+        cache: CacheResult,
+        latency: Duration,
+    ) {
         self.decisions
             .get_or_create(&DecisionLabels {
-                decision: decision.verdict.decision(),
-                reason: decision.verdict.reason(),
-                cache,
+                decision,
+                reason,
+                cache: cache.as_str(),
             })
             .inc();
-        let result = match decision.cache {
-            CacheUse::Hit => CacheResult::Hit,
-            CacheUse::Miss => CacheResult::Miss,
-            CacheUse::Bypass => CacheResult::Bypass,
-        };
-        self.cache(CacheName::Verdict, result);
+        self.cache(CacheName::Verdict, cache);
         self.check_duration.observe(latency.as_secs_f64());
     }
 
@@ -418,7 +413,7 @@ impl Metrics {
             .get_or_create(&DecisionLabels {
                 decision: "unavailable",
                 reason: "backend_unavailable",
-                cache: CacheUse::Miss.as_str(),
+                cache: CacheResult::Miss.as_str(),
             })
             .inc();
         self.outages
@@ -669,22 +664,17 @@ pub fn is_quota_body(body: &str) -> bool {
     })
 }
 
-/// `GET /metrics`. Cache sizes are read at scrape time; everything else is counted as it
-/// happens. Serve it on the internal HTTP listener only (Envoy's public listener does not route
-/// here).
+/// `GET /metrics`. Cache sizes are read at scrape time (`read_cache_sizes` sets them on the
+/// registry); everything else is counted as it happens. Serve it on the internal HTTP listener
+/// only (Envoy's public listener does not route here).
 pub fn router(
     metrics: Arc<Metrics>,
-    authorizer: Arc<Authorizer>,
-    groups: Option<Arc<Groups>>,
+    read_cache_sizes: impl Fn(&Metrics) + Clone + Send + Sync + 'static,
 ) -> Router {
     Router::new().route(
         "/metrics",
         get(move || async move {
-            metrics.set_cache_entries(CacheName::Verdict, authorizer.verdicts().entry_count());
-            metrics.set_cache_entries(CacheName::Identity, authorizer.identities().entry_count());
-            if let Some(groups) = &groups {
-                metrics.set_cache_entries(CacheName::Membership, groups.cached_entries());
-            }
+            read_cache_sizes(&metrics);
             (
                 StatusCode::OK,
                 [(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)],

@@ -37,7 +37,7 @@ use tracing_subscriber::{
 };
 use url::Url;
 
-use crate::{authorizer::Decision, config::Log, config::LogFormat, google::BackendError};
+use crate::config::{Log, LogFormat};
 
 /// The target of the spans that are exported, and of no other span or event.
 pub const TRACE_TARGET: &str = "authz::trace";
@@ -192,27 +192,6 @@ pub fn check_span(request_id: &str, headers: Option<&dyn Extractor>) -> Span {
         let _ = span.set_parent(parent);
     }
     span
-}
-
-/// Records the decision on the Check's span: what was decided, why, under which policy and
-/// rule, and whether the cache answered. Never who.
-pub fn record_decision(span: &Span, decision: &Decision) {
-    span.record("authz.decision", decision.verdict.decision());
-    span.record("authz.reason", decision.verdict.reason());
-    span.record("authz.cache", decision.cache.as_str());
-    if let Some((policy, rule, _group)) = decision.verdict.policy() {
-        span.record("authz.policy", policy);
-        span.record("authz.rule", rule);
-    }
-}
-
-/// Records "could not decide" on the Check's span, as an error naming the Google endpoint
-/// that failed (never its answer, which may echo a token).
-pub fn record_outage(span: &Span, error: &BackendError) {
-    span.record("otel.status_code", "error");
-    span.record("authz.decision", "unavailable");
-    span.record("authz.reason", "backend_unavailable");
-    span.record("authz.endpoint", error.endpoint.as_str());
 }
 
 /// A child span around a token's verification (a verdict-cache and identity-cache miss).

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     credentials::CredentialError,
-    google::TokenError,
+    errors::TokenError,
     policy::{Grant, Refusal},
     principal::Principal,
 };

@@ -4,7 +4,7 @@
 #[path = "shared.rs"]
 mod shared;
 
-use authz::{credentials::Credential, google::VerifyError};
+use authz::{credentials::Credential, errors::VerifyError};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|token: &str| {

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use super::*;
 use crate::{
-    google::Endpoint,
+    errors::Endpoint,
     oauth::{
         Current,
         access_token::{Audience, User},

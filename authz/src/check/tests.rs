@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_cont
 use super::*;
 use crate::{
     authorizer::CacheUse,
-    google::{Endpoint, TokenError},
+    errors::{Endpoint, TokenError},
     policy::{Forbidden, Grant, Refusal},
     principal::{Parts, Principal, TokenSource},
     test_support,

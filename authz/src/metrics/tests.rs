@@ -5,7 +5,7 @@ use envoy_types::{
 use standin::AccessTokenSpec;
 
 use super::*;
-use crate::{check::CheckService, principal::unix_now, test_support};
+use crate::{authorizer::Authorizer, check::CheckService, principal::unix_now, test_support};
 
 const CLIENT: &str = "metrics.apps.googleusercontent.com";
 
@@ -64,7 +64,9 @@ async fn decisions_cache_use_and_google_calls_are_counted_without_identities() {
     let addr = scrape.local_addr().unwrap();
     authorizer.verdicts().flush().await;
     authorizer.identities().flush().await;
-    tokio::spawn(axum::serve(scrape, router(metrics, authorizer, None)).into_future());
+    tokio::spawn(
+        axum::serve(scrape, crate::scrape_router(metrics, authorizer, None)).into_future(),
+    );
     let response = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap();
@@ -157,7 +159,7 @@ async fn decisions_cache_use_and_google_calls_are_counted_without_identities() {
 fn outages_count_by_endpoint() {
     let metrics = Metrics::new();
     let error = BackendError {
-        endpoint: crate::google::Endpoint::Tokeninfo,
+        endpoint: crate::errors::Endpoint::Tokeninfo,
         problem: "HTTP 503".into(),
     };
     metrics.outage(&error, Duration::from_millis(3));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{keys::SigningKeys, random_token};
 use crate::{
-    google::TokenError,
+    errors::TokenError,
     principal::{Issued, Parts, Principal, TokenSource, unix_now},
 };
 

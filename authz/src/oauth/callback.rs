@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     cache::hex_sha256,
-    google::VerifyError,
+    errors::VerifyError,
     principal::{Principal, unix_now},
     resource::McpResource,
 };

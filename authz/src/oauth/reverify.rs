@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     credentials::Credential,
-    google::VerifyError,
+    errors::VerifyError,
     principal::{Principal, unix_now},
     resource::McpResource,
 };

@@ -11,7 +11,7 @@ use super::{
     redirect,
     seal::{Purpose, Sealer},
 };
-use crate::google::TokenError;
+use crate::errors::TokenError;
 
 fn pem() -> String {
     pem::encode(&pem::Pem::new("PRIVATE KEY", generate_pkcs8().unwrap()))

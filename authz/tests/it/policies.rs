@@ -11,7 +11,8 @@ use std::{
 use authz::{
     authorizer::{Authorizer, CacheUse, GroupAnswer, MembershipLookup, RequestFacts},
     config::Config,
-    google::{BackendError, Endpoint, Google},
+    errors::{BackendError, Endpoint},
+    google::Google,
     policy::McpCall,
     principal::unix_now,
     verdict::Verdict,

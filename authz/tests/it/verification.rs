@@ -3,7 +3,8 @@ use std::{sync::Arc, time::Duration};
 use authz::{
     config::Config,
     credentials::Credential,
-    google::{Google, TokenError, VerifyError},
+    errors::{TokenError, VerifyError},
+    google::Google,
     principal::{TokenSource, unix_now},
 };
 use serde_json::{Value, json};
