@@ -14,7 +14,7 @@ use sha2::Digest as _;
 use subtle::ConstantTimeEq as _;
 use tonic::{Request, Response, Status};
 
-use crate::{authorizer::Authorizer, reload::Reloader, secrets::SecretValue};
+use crate::{authorizer::Authorizer, oauth::Facade, reload::Reloader, secrets::SecretValue};
 
 /// The code generated from the .proto at build time (see `build.rs`).
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
@@ -33,6 +33,20 @@ pub trait RefreshTokens: Send + Sync + std::fmt::Debug {
         &'a self,
         email: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + 'a>>;
+}
+
+/// The facade's sign-in sessions, revoked in the shared store.
+impl RefreshTokens for Facade {
+    fn revoke_user<'a>(
+        &'a self,
+        email: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + 'a>> {
+        Box::pin(async move {
+            Facade::revoke_user(self, email)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Checks every admin call's `authorization: Bearer <token>` against `token` (constant time;

@@ -2,13 +2,9 @@
 //! policy, consult the verdict cache, and on a miss establish the identity (identity cache, then
 //! Google) and apply the policy (group lookups as it asks for them).
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
 use arc_swap::ArcSwap;
@@ -20,6 +16,7 @@ use crate::{
     credentials::{self, Credential},
     errors::{BackendError, TokenError, VerifyError},
     google::{Google, Seen},
+    groups::{GroupAnswer, MembershipLookup},
     metrics::{CacheName, CacheResult, Metrics},
     oauth::{TokenCheck, access_token},
     policy::{
@@ -81,36 +78,6 @@ impl From<CacheUse> for CacheResult {
             CacheUse::Bypass => CacheResult::Bypass,
         }
     }
-}
-
-/// Answers "is this user in this group?" for the policy. Implemented by the group-membership
-/// module; a trait so the decision logic can be tested without Google.
-pub trait MembershipLookup: Send + Sync + std::fmt::Debug {
-    fn is_member<'a>(
-        &'a self,
-        email: &'a str,
-        group: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<GroupAnswer, BackendError>> + Send + 'a>>;
-
-    /// Off-boarding: forgets cached answers about `email`; returns how many. A lookup without
-    /// a cache has nothing to forget.
-    fn invalidate_user(&self, _email: &str) -> u64 {
-        0
-    }
-
-    /// The lookup's cache figures, when it has a cache.
-    fn stats(&self) -> Pin<Box<dyn Future<Output = Option<Stats>> + Send + '_>> {
-        Box::pin(async { None })
-    }
-}
-
-/// One membership answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupAnswer {
-    pub is_member: bool,
-    /// Served past its TTL because Google could not be asked (within the stale bound). A
-    /// verdict resting on it is used once and not cached, so it cannot outlive the bound.
-    pub stale: bool,
 }
 
 /// Why a verdict-cache fill produced nothing to store.

@@ -126,15 +126,6 @@ pub fn lifetime(value: &impl Cached, lifetimes: Lifetimes, now: u64) -> Duration
     }
 }
 
-/// SHA-256 in lower-case hex: how a secret is named when it only needs to be recognised
-/// (store keys, browser bindings) and what SigV4 signs.
-pub fn hex_sha256(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Hashes the token and the decision's other inputs, each length-prefixed so that no two
 /// different inputs can produce the same byte stream.
 pub fn key(token: &str, inputs: &[&[u8]]) -> CacheKey {

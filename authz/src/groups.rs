@@ -16,6 +16,8 @@ mod cloud_identity;
 mod directory;
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,6 +29,8 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::{
+    cache::Stats,
+    errors::{BackendError, Endpoint},
     metrics::{CacheName, CacheResult, Metrics},
     secrets::Secrets,
     service_auth::{AuthError, AwsEnv, Endpoints, ServiceAuth},
@@ -35,6 +39,36 @@ use crate::{
 pub use crate::service_auth::CredentialsConfig;
 
 use cache::{Lookup, MembershipCache, Settings};
+
+/// Answers "is this user in this group?" for the policy. Implemented by [`Groups`]; a trait so
+/// the decision logic can be tested without Google.
+pub trait MembershipLookup: Send + Sync + std::fmt::Debug {
+    fn is_member<'a>(
+        &'a self,
+        email: &'a str,
+        group: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<GroupAnswer, BackendError>> + Send + 'a>>;
+
+    /// Off-boarding: forgets cached answers about `email`; returns how many. A lookup without
+    /// a cache has nothing to forget.
+    fn invalidate_user(&self, _email: &str) -> u64 {
+        0
+    }
+
+    /// The lookup's cache figures, when it has a cache.
+    fn stats(&self) -> Pin<Box<dyn Future<Output = Option<Stats>> + Send + '_>> {
+        Box::pin(async { None })
+    }
+}
+
+/// One membership answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupAnswer {
+    pub is_member: bool,
+    /// Served past its TTL because Google could not be asked (within the stale bound). A
+    /// verdict resting on it is used once and not cached, so it cannot outlive the bound.
+    pub stale: bool,
+}
 
 /// The `[groups]` config section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -321,8 +355,8 @@ impl Groups {
     }
 
     /// Cached answers, hits and misses since start-up.
-    pub async fn stats(&self) -> crate::cache::Stats {
-        crate::cache::Stats {
+    pub async fn stats(&self) -> Stats {
+        Stats {
             entries: self.cache.entry_count().await,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
@@ -503,27 +537,20 @@ fn default_backoff_max() -> Duration {
 mod tests;
 
 /// The policy's view of group membership: every error is "cannot decide" (a 503).
-impl crate::authorizer::MembershipLookup for Groups {
+impl MembershipLookup for Groups {
     fn is_member<'a>(
         &'a self,
         email: &'a str,
         group: &'a str,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<crate::authorizer::GroupAnswer, crate::errors::BackendError>,
-                > + Send
-                + 'a,
-        >,
-    > {
+    ) -> Pin<Box<dyn Future<Output = Result<GroupAnswer, BackendError>> + Send + 'a>> {
         Box::pin(async move {
             match Groups::is_member(self, email, group).await {
-                Ok(membership) => Ok(crate::authorizer::GroupAnswer {
+                Ok(membership) => Ok(GroupAnswer {
                     is_member: membership.is_member,
                     stale: membership.freshness == Freshness::Stale,
                 }),
-                Err(error) => Err(crate::errors::BackendError {
-                    endpoint: crate::errors::Endpoint::Groups,
+                Err(error) => Err(BackendError {
+                    endpoint: Endpoint::Groups,
                     problem: error.to_string(),
                 }),
             }
@@ -533,10 +560,7 @@ impl crate::authorizer::MembershipLookup for Groups {
         Groups::invalidate_user(self, email)
     }
 
-    fn stats(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<crate::cache::Stats>> + Send + '_>>
-    {
+    fn stats(&self) -> Pin<Box<dyn Future<Output = Option<Stats>> + Send + '_>> {
         Box::pin(async move { Some(Groups::stats(self).await) })
     }
 }

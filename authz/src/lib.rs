@@ -50,6 +50,7 @@ pub mod check;
 pub mod client_metadata;
 pub mod config;
 pub mod credentials;
+pub mod digest;
 pub mod errors;
 pub mod ext_proc;
 pub mod google;
@@ -190,7 +191,7 @@ pub async fn prepare(
     };
     let lookup = groups
         .clone()
-        .map(|groups| groups as Arc<dyn authorizer::MembershipLookup>);
+        .map(|groups| groups as Arc<dyn groups::MembershipLookup>);
     let background = TaskTracker::new();
     let mut authorizer = Authorizer::new(&config, google.clone(), lookup);
     let facade_parts = match &config.oauth {

@@ -303,19 +303,6 @@ impl Facade {
     }
 }
 
-impl crate::admin::RefreshTokens for Facade {
-    fn revoke_user<'a>(
-        &'a self,
-        email: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + 'a>> {
-        Box::pin(async move {
-            Facade::revoke_user(self, email)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
-}
-
 /// `POST /oauth/register` (RFC 7591).
 async fn register(
     axum::extract::State(facade): axum::extract::State<Arc<Facade>>,

@@ -29,9 +29,10 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    authorizer::{Authorizer, MembershipLookup},
+    authorizer::Authorizer,
     config::{Config, ConfigError},
     groups::Groups,
+    groups::MembershipLookup,
     secrets::Secrets,
 };
 

@@ -26,7 +26,7 @@ use super::{
     seal::Purpose,
     sessions::PendingSignIn,
 };
-use crate::{cache::hex_sha256, principal::unix_now, resource::McpResource};
+use crate::{digest::hex_sha256, principal::unix_now, resource::McpResource};
 
 /// The browser-binding cookie. `__Host-`: Secure, no Domain, Path=/, so no sibling host can
 /// set or read it.

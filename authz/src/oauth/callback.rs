@@ -22,7 +22,7 @@ use super::{
     sessions::{CodeGrant, PendingSignIn},
 };
 use crate::{
-    cache::hex_sha256,
+    digest::hex_sha256,
     errors::VerifyError,
     principal::{Principal, unix_now},
     resource::McpResource,

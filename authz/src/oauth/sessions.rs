@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{access_token::User, reverify::GoogleLink};
-use crate::cache::hex_sha256;
+use crate::digest::hex_sha256;
 use crate::store::{Store, StoreError, revocations::Revocations};
 
 /// A sign-in waiting for Google's callback.

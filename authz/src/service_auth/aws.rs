@@ -9,7 +9,7 @@
 //! `AWS_DEFAULT_REGION`, then the file's `region_url`. The variables are read once at start-up
 //! into [`AwsEnv`], so tests hand them in rather than setting process environment.
 
-pub(crate) use crate::cache::hex_sha256;
+pub(crate) use crate::digest::hex_sha256;
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,

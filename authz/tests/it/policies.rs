@@ -9,10 +9,11 @@ use std::{
 };
 
 use authz::{
-    authorizer::{Authorizer, CacheUse, GroupAnswer, MembershipLookup, RequestFacts},
+    authorizer::{Authorizer, CacheUse, RequestFacts},
     config::Config,
     errors::{BackendError, Endpoint},
     google::Google,
+    groups::{GroupAnswer, MembershipLookup},
     policy::McpCall,
     principal::unix_now,
     verdict::Verdict,
