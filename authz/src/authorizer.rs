@@ -15,10 +15,10 @@ use crate::{
     config::Config,
     credentials::{self, Credential},
     errors::{BackendError, TokenError, VerifyError},
+    facade_token::{TokenCheck, access_token},
     google::{Google, Seen},
     groups::{GroupAnswer, MembershipLookup},
     metrics::{CacheName, CacheResult, Metrics},
-    oauth::{TokenCheck, access_token},
     policy::{
         self, Forbidden, McpCall, Memberships, Policy, PolicySet, Refusal, Step, UnknownPolicy,
     },

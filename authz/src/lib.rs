@@ -53,6 +53,7 @@ pub mod credentials;
 pub mod digest;
 pub mod errors;
 pub mod ext_proc;
+pub mod facade_token;
 pub mod google;
 pub mod groups;
 pub mod health;
@@ -61,6 +62,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod policy;
 pub mod principal;
+pub mod random;
 pub mod reload;
 pub mod request_path;
 pub mod resource;
@@ -207,7 +209,7 @@ pub async fn prepare(
             let store = store::open_with_metrics(&store_config, metrics.clone())
                 .context("opening the OAuth store")?;
             store::check_eviction_policy(&*store).await?;
-            let tokens = oauth::token_check(&config, oauth, store.clone(), &secrets).await?;
+            let tokens = facade_token::token_check(&config, oauth, store.clone(), &secrets).await?;
             authorizer = authorizer.accept_facade_tokens(tokens.clone());
             Some((oauth, store, tokens))
         }

@@ -17,16 +17,15 @@
 //! - [`authorize`]: the authorization request and consent page; [`callback`]: Google's return.
 //! - [`token`]: the token endpoint; [`revoke`]: RFC 7009 revocation; [`reverify`]: asking
 //!   Google again, at refresh, whether the account still may sign in.
-//! - [`access_token`]: minting and verifying our access tokens; [`keys`]: the ES256 keys.
+//! - Minting and verifying our access tokens, and their ES256 keys: [`crate::facade_token`],
+//!   which the Check path uses too.
 //! - [`sessions`]: codes, refresh tokens and revocations in the shared store.
 //! - [`pending`]: the bound on sign-ins waiting for Google.
 //! - [`seal`]: HMAC-sealed and encrypted values; [`page`]: the few HTML pages and the error shapes.
 
-pub mod access_token;
 pub mod authorize;
 pub mod callback;
 pub mod clients;
-pub mod keys;
 pub mod metadata;
 pub mod page;
 pub mod pending;
@@ -47,8 +46,6 @@ use axum::{
     extract::DefaultBodyLimit,
     routing::{get, post},
 };
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use ring::rand::{SecureRandom as _, SystemRandom};
 
 pub use settings::OAuthConfig;
 
@@ -56,53 +53,19 @@ use crate::{
     authorizer::Authorizer,
     client_metadata::ClientMetadataFetcher,
     config::Config,
+    facade_token::{TokenCheck, access_token},
     google::Google,
+    random::{random_bytes, random_token},
     resource::Resources,
-    secrets::{Derived, SecretValue, Secrets},
-    store::{Store, revocations::Revocations},
+    secrets::{Current, Derived, SecretValue, Secrets},
+    store::Store,
 };
-use access_token::Audience;
 use clients::Clients;
-use keys::SigningKeys;
 use seal::Sealer;
 use sessions::Sessions;
 
 /// Largest request body the facade reads (forms and registration JSON are small).
 const MAX_BODY: usize = 16 * 1024;
-
-/// What the Check path needs to accept our tokens: the keys, who they are for, and the
-/// revocations. Built before the authorizer, shared with the facade.
-#[derive(Debug, Clone)]
-pub struct TokenCheck {
-    pub keys: Arc<Current<SigningKeys>>,
-    pub audience: Audience,
-    pub revocations: Arc<Revocations>,
-}
-
-/// A value built from a secret (rebuilt when the secret rotates), or generated at start.
-pub enum Current<T> {
-    Generated(Arc<T>),
-    FromSecret(Derived<T>),
-}
-
-impl<T: 'static> Current<T> {
-    /// The value now; hold it for one use only, so a rotation is seen by the next.
-    pub fn get(&self) -> Arc<T> {
-        match self {
-            Current::Generated(value) => value.clone(),
-            Current::FromSecret(derived) => derived.get(),
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for Current<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Current::Generated(_) => "Current::Generated",
-            Current::FromSecret(_) => "Current::FromSecret",
-        })
-    }
-}
 
 /// The facade's shared state.
 #[derive(Debug)]
@@ -126,42 +89,6 @@ pub struct Facade {
     organization: String,
     /// The bound on sign-ins waiting for Google's callback.
     pending: pending::PendingBudget,
-}
-
-/// Builds the keys and revocation view the Check path needs when `[oauth]` is configured.
-pub async fn token_check(
-    config: &Config,
-    oauth: &OAuthConfig,
-    store: Arc<dyn Store>,
-    secrets: &Secrets,
-) -> anyhow::Result<TokenCheck> {
-    let keys = match &oauth.signing_keys {
-        None => {
-            tracing::warn!(
-                "oauth.signing_keys is not set: generated a key; tokens will not survive a restart"
-            );
-            Current::Generated(Arc::new(SigningKeys::generate()?))
-        }
-        Some(reference) => {
-            let secret = secrets.resolve("oauth.signing_keys", reference).await?;
-            Current::FromSecret(Derived::new(secret, |text| {
-                Ok(SigningKeys::from_pem_bundle(text)?)
-            })?)
-        }
-    };
-    Ok(TokenCheck {
-        keys: Arc::new(keys),
-        audience: Audience {
-            issuer: oauth.issuer.clone(),
-            resources: config
-                .protected_resources()
-                .iter()
-                .map(|resource| resource.url.clone())
-                .collect(),
-            leeway: config.google.clock_skew.as_secs(),
-        },
-        revocations: Arc::new(Revocations::new(store)),
-    })
 }
 
 /// The parts of the facade that come from the process: shared with the Check and the secrets.
@@ -328,20 +255,6 @@ async fn register(
             &why,
         ),
     }
-}
-
-/// 256 random bits, base64url: codes, refresh tokens, state, nonces, session ids.
-pub fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    // The OS random source failing is not a state to serve requests in.
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .unwrap_or_else(|_| panic!("the system random number generator failed"));
-    bytes
 }
 
 #[cfg(test)]

@@ -724,5 +724,30 @@ fn read_file(path: &Path) -> Result<SecretString, Problem> {
         .map_err(|_| Problem::NotUtf8)
 }
 
+/// A value built from a secret (rebuilt when the secret rotates), or generated at start.
+pub enum Current<T> {
+    Generated(Arc<T>),
+    FromSecret(Derived<T>),
+}
+
+impl<T: 'static> Current<T> {
+    /// The value now; hold it for one use only, so a rotation is seen by the next.
+    pub fn get(&self) -> Arc<T> {
+        match self {
+            Current::Generated(value) => value.clone(),
+            Current::FromSecret(derived) => derived.get(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Current<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Current::Generated(_) => "Current::Generated",
+            Current::FromSecret(_) => "Current::FromSecret",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -5,11 +5,11 @@ use std::{sync::Arc, time::Duration};
 use super::*;
 use crate::{
     errors::Endpoint,
-    oauth::{
-        Current,
+    facade_token::{
         access_token::{Audience, User},
         keys::SigningKeys,
     },
+    secrets::Current,
     store::{Store, memory::MemoryStore, revocations::Revocations},
     test_support::{ReadyGoogle, ready_google},
 };

@@ -295,5 +295,5 @@ impl Facade {
 
 /// Sealed client ids are long; logs need only enough to tell clients apart.
 pub(super) fn short(client_id: &str) -> &str {
-    super::access_token::client_label(client_id)
+    crate::facade_token::access_token::client_label(client_id)
 }

@@ -13,7 +13,7 @@ use super::{
     redirect::{self, RedirectError, RedirectPolicy},
     seal::{Purpose, Sealer},
 };
-use crate::oauth::Current;
+use crate::secrets::Current;
 use crate::{
     client_metadata::{
         ClientIdHost, ClientMetadataError, ClientMetadataFetcher, host_allowed, is_metadata_url,
@@ -221,7 +221,7 @@ impl Clients {
             n: name.clone(),
             t: issued,
             e: issued + self.registration_ttl,
-            i: super::random_token()[..11].to_string(),
+            i: crate::random::random_token()[..11].to_string(),
             a: application_type,
         };
         let payload =

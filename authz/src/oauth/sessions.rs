@@ -10,8 +10,9 @@ use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{access_token::User, reverify::GoogleLink};
+use super::reverify::GoogleLink;
 use crate::digest::hex_sha256;
+use crate::facade_token::access_token::User;
 use crate::store::{Store, StoreError, revocations::Revocations};
 
 /// A sign-in waiting for Google's callback.

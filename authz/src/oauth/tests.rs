@@ -5,13 +5,17 @@ use std::sync::Arc;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use super::{
-    access_token::{self, Audience, User},
     clients::{ClientError, Clients, RegistrationRequest},
-    keys::{SigningKeys, generate_pkcs8},
     redirect,
     seal::{Purpose, Sealer},
 };
-use crate::errors::TokenError;
+use crate::{
+    errors::TokenError,
+    facade_token::{
+        access_token::{self, Audience, User},
+        keys::{SigningKeys, generate_pkcs8},
+    },
+};
 
 fn pem() -> String {
     pem::encode(&pem::Pem::new("PRIVATE KEY", generate_pkcs8().unwrap()))

@@ -7,7 +7,8 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use super::{keys::SigningKeys, random_token};
+use super::keys::SigningKeys;
+use crate::random::random_token;
 use crate::{
     errors::TokenError,
     principal::{Issued, Parts, Principal, TokenSource, unix_now},
