@@ -9,6 +9,9 @@
 //! Loading is a pure function of (file text, environment pairs) so tests never touch process env.
 
 pub mod policies;
+mod secrets;
+
+pub use secrets::{AwsSecretRef, SecretRef, SecretsConfig};
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -68,7 +71,7 @@ pub struct Config {
     pub groups: Option<crate::groups::GroupsConfig>,
     /// How secret references are re-read (`[secrets]`).
     #[serde(default)]
-    pub secrets: crate::secrets::SecretsConfig,
+    pub secrets: SecretsConfig,
     /// The one MCP server protected (`[resource]`), the shorthand for a one-entry `[[resources]]`.
     #[serde(default)]
     pub resource: Option<crate::resource::ResourceConfig>,
@@ -123,7 +126,7 @@ pub struct Listen {
     /// The bearer token every admin call must carry (a secret reference). Loopback is not a
     /// boundary where containers share a network namespace (an ECS task with awsvpc): without
     /// it, any process there could off-board anyone, so authz warns at start.
-    pub admin_token: Option<crate::secrets::SecretRef>,
+    pub admin_token: Option<SecretRef>,
     /// How long in-flight checks may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -319,7 +322,7 @@ pub struct RedisConfig {
     /// A secret reference (inline, `{ file }` or `{ aws_secret }`), read once at start-up: a
     /// changed password needs a restart (Redis accepts two passwords during a rotation).
     #[serde(default)]
-    pub password: Option<crate::secrets::SecretRef>,
+    pub password: Option<SecretRef>,
     /// Prepended to every key, so several services can share one Redis. Default `authz:`.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,

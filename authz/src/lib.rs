@@ -66,6 +66,7 @@ pub mod random;
 pub mod reload;
 pub mod request_path;
 pub mod resource;
+pub mod secret_string;
 pub mod secrets;
 pub mod service_auth;
 pub mod store;
@@ -203,7 +204,7 @@ pub async fn prepare(
                 if let Some(reference) = &redis.password {
                     let password = secrets.resolve("store.redis.password", reference).await?;
                     let current = password.current();
-                    redis.password = Some(secrets::SecretRef::Inline((*current).clone()));
+                    redis.password = Some(config::SecretRef::Inline((*current).clone()));
                 }
             }
             let store = store::open_with_metrics(&store_config, metrics.clone())

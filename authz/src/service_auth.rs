@@ -36,12 +36,12 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::{
+    config::SecretRef,
     metrics::{GoogleEndpoint, Metrics, Outcome},
     principal::unix_now,
-    secrets::{Derived, SecretRef, SecretValue},
+    secret_string::SecretString,
+    secrets::{Derived, SecretValue},
 };
-
-pub use crate::secrets::SecretString;
 
 pub use aws::AwsEnv;
 

@@ -95,7 +95,7 @@ async fn the_cli_says_when_the_admin_api_is_unreachable() {
 /// one are refused before the service runs; the CLI sends the token from its file.
 #[tokio::test]
 async fn the_admin_api_serves_only_callers_with_its_token() {
-    use crate::secrets::{SecretString, SecretValue};
+    use crate::{secret_string::SecretString, secrets::SecretValue};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = SecretValue::fixed(

@@ -563,7 +563,7 @@ fn the_store_section_has_defaults_and_reads_redis_settings() {
     );
     assert!(matches!(
         redis.password.as_ref().unwrap(),
-        crate::secrets::SecretRef::Inline(password) if password.expose() == "s3cret-from-env"
+        crate::config::SecretRef::Inline(password) if password.expose() == "s3cret-from-env"
     ));
     assert_eq!(redis.key_prefix, "authz:");
     assert_eq!(redis.timeout, Duration::from_millis(500));

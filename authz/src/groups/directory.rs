@@ -11,7 +11,8 @@ use url::Url;
 use super::{Api, GroupsError, classify, read_json, unreachable};
 use crate::{
     metrics::{GoogleEndpoint, Metrics},
-    service_auth::{SecretString, ServiceAuth},
+    secret_string::SecretString,
+    service_auth::ServiceAuth,
 };
 
 pub(crate) const SCOPE: &str =

@@ -20,7 +20,7 @@ use ::redis::{
 use anyhow::{anyhow, bail};
 
 use super::{Claimed, Revocation, Store, StoreError, StoreFuture, check_id, check_key, ttl_ms};
-use crate::{config::RedisConfig, secrets::SecretRef};
+use crate::config::{RedisConfig, SecretRef};
 
 const BACKEND: &str = "redis";
 

@@ -194,8 +194,8 @@ async fn opening_a_redis_store_does_not_connect() {
         backend: StoreBackend::Redis,
         redis: Some(crate::config::RedisConfig {
             url: "redis://127.0.0.1:1".parse().unwrap(),
-            password: Some(crate::secrets::SecretRef::Inline(
-                crate::secrets::SecretString::new("pw"),
+            password: Some(crate::config::SecretRef::Inline(
+                crate::secret_string::SecretString::new("pw"),
             )),
             key_prefix: "authz:".into(),
             timeout: Duration::from_millis(200),

@@ -10,8 +10,7 @@ use std::{
 };
 
 use authz::{
-    metrics::Metrics,
-    secrets::{SecretString, Secrets, SecretsConfig},
+    config::SecretsConfig, metrics::Metrics, secret_string::SecretString, secrets::Secrets,
 };
 
 pub const REGION: &str = "us-east-1";

@@ -11,8 +11,9 @@ use std::{
 };
 
 use authz::{
+    config::{AwsSecretRef, SecretRef},
     metrics::Metrics,
-    secrets::{AwsSecretRef, Problem, SecretRef},
+    secrets::Problem,
 };
 use standin::{Options, ServiceAccountSpec, StandIn};
 use tokio_util::sync::CancellationToken;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use authz::oauth::{
+use authz::facade_token::{
     access_token::{self, Audience, User},
     keys::SigningKeys,
 };
@@ -158,7 +158,8 @@ impl Authz {
         let dir = std::env::temp_dir().join(format!("authz-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (grpc, http) = (free_port()?, free_port()?);
-        let pkcs8 = authz::oauth::keys::generate_pkcs8().context("generating a facade key")?;
+        let pkcs8 =
+            authz::facade_token::keys::generate_pkcs8().context("generating a facade key")?;
         let facade_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8));
         let facade_keys =
             Arc::new(SigningKeys::from_pem_bundle(&facade_pem).context("reading the facade key")?);
