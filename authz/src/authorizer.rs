@@ -154,7 +154,7 @@ impl Authorizer {
                 .time_to_live(std::time::Duration::from_secs(3600))
                 .build(),
             invalidations: AtomicU64::new(0),
-            resources: config.protected_resources(),
+            resources: Resources::from_config(config),
         }
     }
 

@@ -12,6 +12,7 @@ mod client_metadata;
 mod env;
 mod google;
 pub mod policies;
+mod resources;
 mod secrets;
 mod serving;
 mod store;
@@ -28,6 +29,7 @@ pub use env::{ENV_CONFIG_PATH, ENV_PREFIX, env_name};
 use env::{missing_key, overlay_env};
 pub use google::{Access, Cache, Google};
 use google::{GOOGLE_ISSUER, check_domain};
+pub use resources::ResourceConfig;
 pub use secrets::{AwsSecretRef, SecretRef, SecretsConfig};
 pub use serving::{Envoy, Headers, Listen, OutageResponse, Runtime};
 pub use store::{RedisConfig, RedisUrl, StoreBackend, StoreConfig};
@@ -55,11 +57,11 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// The one MCP server protected (`[resource]`), the shorthand for a one-entry `[[resources]]`.
     #[serde(default)]
-    pub resource: Option<crate::resource::ResourceConfig>,
+    pub resource: Option<ResourceConfig>,
     /// The MCP servers protected (`[[resources]]`), each with its own metadata, challenge,
     /// tokens and policy. At least one of `[resource]` and `[[resources]]` is required.
     #[serde(default)]
-    pub resources: Vec<crate::resource::ResourceConfig>,
+    pub resources: Vec<ResourceConfig>,
     /// The OAuth authorization server for MCP clients (`[oauth]`); off when absent.
     #[serde(default)]
     pub oauth: Option<crate::oauth::OAuthConfig>,
@@ -253,65 +255,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    fn validate_resources(&self) -> Result<(), ConfigError> {
-        let entries = self.resource_entries();
-        if entries.is_empty() {
-            return Err(ConfigError {
-                key: "resource.url".into(),
-                message: "the MCP server's URL is required (or list several in [[resources]]); \
-                          from the environment: AUTHZ_RESOURCE__URL"
-                    .into(),
-            });
-        }
-        let keyed: Vec<(String, &crate::resource::ResourceConfig)> = entries
-            .iter()
-            .map(|(key, entry)| (key.clone(), *entry))
-            .collect();
-        if let Err((key, message)) = crate::resource::check(&keyed) {
-            return Err(ConfigError { key, message });
-        }
-        for (key, entry) in &entries {
-            if let Some(policy) = &entry.policy {
-                if !self.policies.contains_key(policy) && policy != self.default_policy() {
-                    return Err(ConfigError {
-                        key: format!("{key}.policy"),
-                        message: format!("no policy named {policy:?} is defined"),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `[resource]` then `[[resources]]`, with their keys for errors.
-    fn resource_entries(&self) -> Vec<(String, &crate::resource::ResourceConfig)> {
-        self.resource
-            .iter()
-            .map(|entry| ("resource".to_string(), entry))
-            .chain(
-                self.resources
-                    .iter()
-                    .enumerate()
-                    .map(|(index, entry)| (format!("resources[{index}]"), entry)),
-            )
-            .collect()
-    }
-
-    /// The protected MCP servers, the default first. Only for a validated config.
-    pub fn protected_resources(&self) -> crate::resource::Resources {
-        let shorthand_name = self
-            .oauth
-            .as_ref()
-            .map(|oauth| oauth.resource_name.as_str());
-        let entries: Vec<(&crate::resource::ResourceConfig, Option<&str>)> = self
-            .resource
-            .iter()
-            .map(|entry| (entry, shorthand_name))
-            .chain(self.resources.iter().map(|entry| (entry, None)))
-            .collect();
-        crate::resource::Resources::new(&entries)
     }
 
     /// The name of the policy that applies when nothing else selects one.

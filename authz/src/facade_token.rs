@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::{
     config::Config,
     oauth::OAuthConfig,
+    resource::Resources,
     secrets::{Current, Derived, Secrets},
     store::{Store, revocations::Revocations},
 };
@@ -51,8 +52,7 @@ pub async fn token_check(
         keys: Arc::new(keys),
         audience: Audience {
             issuer: oauth.issuer.clone(),
-            resources: config
-                .protected_resources()
+            resources: Resources::from_config(config)
                 .iter()
                 .map(|resource| resource.url.clone())
                 .collect(),

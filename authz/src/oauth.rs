@@ -168,7 +168,7 @@ impl Facade {
             google,
             authorizer,
             http: crate::google::http::client(config.google.request_timeout)?,
-            resources: config.protected_resources(),
+            resources: Resources::from_config(config),
             domain_hint,
             organization: config.access.domains.join(", "),
             pending: pending::PendingBudget::new(oauth.max_pending_sign_ins),

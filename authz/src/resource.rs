@@ -10,27 +10,7 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use url::Url;
-
-use crate::config::policies::prefix_matches;
-
-/// One `[resource]` or `[[resources]]` entry.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceConfig {
-    /// The canonical MCP server URL, as users configure it in their clients.
-    pub url: Url,
-    /// Shown on the consent page and in the resource metadata. Default: `oauth.resource_name`
-    /// for `[resource]`, the URL's host and path for `[[resources]]`.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The policy for requests under this URL's path when Envoy names none (before
-    /// `[[routes]]`), and the one a sign-in and every refresh for it must pass. Default: what
-    /// `[[routes]]` choose for the URL's path, else the default policy.
-    #[serde(default)]
-    pub policy: Option<String>,
-}
+use crate::config::{Config, ResourceConfig, policies::prefix_matches};
 
 /// One protected MCP server, ready to answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,6 +43,21 @@ pub struct Selected<'a> {
 }
 
 impl Resources {
+    /// The protected MCP servers of a validated config, the default first.
+    pub fn from_config(config: &Config) -> Resources {
+        let shorthand_name = config
+            .oauth
+            .as_ref()
+            .map(|oauth| oauth.resource_name.as_str());
+        let entries: Vec<(&ResourceConfig, Option<&str>)> = config
+            .resource
+            .iter()
+            .map(|entry| (entry, shorthand_name))
+            .chain(config.resources.iter().map(|entry| (entry, None)))
+            .collect();
+        Resources::new(&entries)
+    }
+
     /// From validated entries, the default first. `default_name` names the shorthand.
     pub fn new(entries: &[(&ResourceConfig, Option<&str>)]) -> Resources {
         let list = entries
@@ -200,45 +195,10 @@ fn normalized_authority(authority: &str) -> String {
     without_default_port(authority).to_ascii_lowercase()
 }
 
-/// Checks of the entries that need them all; `(key, message)`.
-pub fn check(entries: &[(String, &ResourceConfig)]) -> Result<(), (String, String)> {
-    let mut seen: Vec<(&str, String)> = Vec::new();
-    for (key, entry) in entries {
-        let url = &entry.url;
-        if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-            return Err((
-                format!("{key}.url"),
-                "must be an absolute http(s) URL".into(),
-            ));
-        }
-        if url.fragment().is_some() || url.query().is_some() {
-            return Err((
-                format!("{key}.url"),
-                "must not carry a query or fragment".into(),
-            ));
-        }
-        if let Some(name) = &entry.name {
-            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-                return Err((
-                    format!("{key}.name"),
-                    "must be 1-100 printable characters".into(),
-                ));
-            }
-        }
-        let canonical = url.as_str().trim_end_matches('/');
-        if let Some((other, _)) = seen.iter().find(|(_, seen)| seen == canonical) {
-            return Err((
-                format!("{key}.url"),
-                format!("{canonical} is also declared by {other}"),
-            ));
-        }
-        seen.push((key, canonical.to_string()));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use url::Url;
+
     use super::*;
 
     fn entry(url: &str, policy: Option<&str>) -> ResourceConfig {
@@ -374,17 +334,5 @@ mod tests {
             "https://mcp.example.com/mcp"
         );
         assert!(all.of_grant(Some("https://mcp.example.com/gone")).is_none());
-    }
-
-    #[test]
-    fn duplicate_and_unusable_urls_are_refused() {
-        let a = entry("https://mcp.example.com/mcp", None);
-        let b = entry("https://mcp.example.com/mcp/", None);
-        let error = check(&[("resource".into(), &a), ("resources[0]".into(), &b)]).unwrap_err();
-        assert_eq!(error.0, "resources[0].url");
-        let query = entry("https://mcp.example.com/mcp?x=1", None);
-        assert!(check(&[("resources[0]".into(), &query)]).is_err());
-        let ftp = entry("ftp://mcp.example.com/mcp", None);
-        assert!(check(&[("resources[0]".into(), &ftp)]).is_err());
     }
 }

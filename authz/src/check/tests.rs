@@ -69,7 +69,9 @@ fn render(verdict: Verdict) -> CheckResponse {
         &Decision {
             verdict,
             cache: CacheUse::Miss,
-            resource: config.protected_resources().default_resource().clone(),
+            resource: crate::resource::Resources::from_config(&config)
+                .default_resource()
+                .clone(),
         },
         None,
     )
@@ -540,7 +542,9 @@ fn a_bad_mcp_request_is_a_json_rpc_400_without_a_challenge() {
             &Decision {
                 verdict: Verdict::Forbidden(principal(Some("ada@example.com")), Arc::new(refusal)),
                 cache: CacheUse::Miss,
-                resource: config.protected_resources().default_resource().clone(),
+                resource: crate::resource::Resources::from_config(&config)
+                    .default_resource()
+                    .clone(),
             },
             protocol,
         )

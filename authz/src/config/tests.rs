@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::resource::Resources;
 
 const MINIMAL: &str = r#"
 [google]
@@ -190,7 +191,7 @@ fn errors_name_the_key() {
 #[test]
 fn the_resource_shorthand_comes_first_and_several_resources_each_get_their_metadata() {
     let config = Config::load(Some(MINIMAL), env(&[])).unwrap();
-    let resources = config.protected_resources();
+    let resources = Resources::from_config(&config);
     assert_eq!(
         resources.default_resource().metadata_url,
         "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
@@ -200,7 +201,7 @@ fn the_resource_shorthand_comes_first_and_several_resources_each_get_their_metad
          name = \"Grafana\"\npolicy = \"grafana\"\n"
     );
     let config = Config::load(Some(&text), env(&[])).unwrap();
-    let resources: Vec<_> = config.protected_resources().iter().cloned().collect();
+    let resources: Vec<_> = Resources::from_config(&config).iter().cloned().collect();
     assert_eq!(resources.len(), 2);
     assert_eq!(resources[0].url, "https://mcp.example.com/mcp");
     assert_eq!(resources[1].name, "Grafana");
@@ -210,7 +211,7 @@ fn the_resource_shorthand_comes_first_and_several_resources_each_get_their_metad
     assert_ne!(only_list, text, "MINIMAL spells [resource] differently");
     let config = Config::load(Some(&only_list), env(&[])).unwrap();
     assert_eq!(
-        config.protected_resources().default_resource().url,
+        Resources::from_config(&config).default_resource().url,
         "https://mcp.example.com/grafana/mcp"
     );
 }

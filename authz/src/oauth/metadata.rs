@@ -25,7 +25,7 @@ use crate::{
 /// is on (without it, Google is the authorization server). Between servers that share a path
 /// on different hosts, the `Host` header chooses.
 pub fn resource_router(config: &Config) -> Router {
-    let resources = config.protected_resources();
+    let resources = Resources::from_config(config);
     let documents: Vec<(Arc<McpResource>, Value)> = resources
         .iter()
         .map(|resource| (resource.clone(), resource_metadata(config, resource)))

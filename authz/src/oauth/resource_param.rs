@@ -46,7 +46,7 @@ pub fn resolve<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::ResourceConfig;
+    use crate::config::ResourceConfig;
 
     fn resources() -> Resources {
         let entries: Vec<ResourceConfig> = [
