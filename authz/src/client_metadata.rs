@@ -28,9 +28,8 @@ use moka::{Expiry, future::Cache};
 use tracing::Instrument;
 use url::Url;
 
-pub(crate) use address::AllowHost;
 pub use address::is_public;
-pub use client_id_hosts::{ClientIdHost, host_allowed};
+pub use client_id_hosts::host_allowed;
 
 use crate::{config::ClientMetadataConfig, metrics::Metrics};
 use fetch::{Caching, Http};

@@ -24,7 +24,7 @@ use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-pub use client_metadata::ClientMetadataConfig;
+pub use client_metadata::{AllowHost, ClientIdHost, ClientMetadataConfig};
 pub use env::{ENV_CONFIG_PATH, ENV_PREFIX, env_name};
 use env::{missing_key, overlay_env};
 pub use google::{Access, Cache, Google};

@@ -10,17 +10,8 @@ use std::{
     sync::Arc,
 };
 
+use crate::config::AllowHost;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use url::{Host, Url};
-
-/// An `allow_hosts` entry: `host` (any port) or `host:port`, exempt from the public-address
-/// rule. The host is normalised as the URL parser normalises it, so `0x7f.1` and `127.0.0.1`
-/// are one entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowHost {
-    host: Host<String>,
-    port: Option<u16>,
-}
 
 /// Why the resolver refused a name; found again in reqwest's error chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -44,54 +35,6 @@ enum Rule {
 #[derive(Debug, Clone)]
 pub(crate) struct CheckedResolver {
     rule: Rule,
-}
-
-// === impl AllowHost ===
-
-impl AllowHost {
-    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`.
-    pub fn parse(entry: &str) -> Result<AllowHost, String> {
-        let invalid = || format!("{entry:?} is not a host or host:port");
-        if entry.is_empty() || entry.contains(['/', '?', '#', '@', '\\']) || entry.contains(' ') {
-            return Err(invalid());
-        }
-        // An IPv6 address is bracketed; a bare one would leave it unclear which colon starts
-        // the port, and is refused.
-        let split = match entry.find(']') {
-            Some(end) => entry.split_at(end + 1),
-            None => match entry.rfind(':') {
-                Some(colon) => entry.split_at(colon),
-                None => (entry, ""),
-            },
-        };
-        let (host, port) = match split {
-            (host, _) if host.contains(':') && !host.starts_with('[') => return Err(invalid()),
-            (host, "") => (host, None),
-            (host, port) => {
-                let port = port.strip_prefix(':').ok_or_else(invalid)?;
-                match port.parse::<u16>() {
-                    Ok(port) if port != 0 => (host, Some(port)),
-                    _ => return Err(invalid()),
-                }
-            }
-        };
-        let url = Url::parse(&format!("https://{host}/")).map_err(|_| invalid())?;
-        let host = url.host().ok_or_else(invalid)?.to_owned();
-        Ok(AllowHost { host, port })
-    }
-
-    /// Whether a URL's host and port are this entry.
-    pub fn matches(&self, host: &Host<&str>, port: u16) -> bool {
-        self.host == host.to_owned() && self.port.is_none_or(|p| p == port)
-    }
-
-    /// The name a resolver sees for this entry, when it is a domain.
-    fn domain(&self) -> Option<&str> {
-        match &self.host {
-            Host::Domain(name) => Some(name),
-            Host::Ipv4(_) | Host::Ipv6(_) => None,
-        }
-    }
 }
 
 // === impl CheckedResolver ===

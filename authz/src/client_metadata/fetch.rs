@@ -12,9 +12,9 @@ use url::{Host, Url};
 
 use super::{
     ClientMetadataError,
-    address::{AddressError, AllowHost, CheckedResolver, is_public},
+    address::{AddressError, CheckedResolver, is_public},
 };
-use crate::config::ClientMetadataConfig;
+use crate::config::{AllowHost, ClientMetadataConfig};
 
 /// The HTTP side of the fetcher: one client for the public internet and, when the operator
 /// lists internal hosts, one for those.

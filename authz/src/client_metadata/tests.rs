@@ -8,7 +8,10 @@ use reqwest::header::{CACHE_CONTROL, HeaderMap, HeaderValue};
 use url::Url;
 
 use super::*;
-use crate::metrics::Metrics;
+use crate::{
+    config::{AllowHost, ClientIdHost},
+    metrics::Metrics,
+};
 
 const CLAUDE_CODE: &str = "https://claude.ai/oauth/claude-code-client-metadata";
 

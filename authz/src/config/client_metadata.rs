@@ -1,8 +1,11 @@
-//! `[client_metadata]`: OAuth clients whose `client_id` is a metadata document's URL.
+//! `[client_metadata]`: OAuth clients whose `client_id` is a metadata document's URL; and the
+//! host lists that decide which documents are fetched from where (`client_metadata.allow_hosts`)
+//! and trusted (`oauth.client_id_metadata_hosts`).
 
 use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
+use url::{Host, Url};
 
 use super::string_list;
 
@@ -88,7 +91,7 @@ impl ClientMetadataConfig {
             ));
         }
         for entry in &self.allow_hosts {
-            crate::client_metadata::AllowHost::parse(entry).map_err(|e| ("allow_hosts", e))?;
+            AllowHost::parse(entry).map_err(|e| ("allow_hosts", e))?;
         }
         Ok(())
     }
@@ -110,5 +113,120 @@ impl Default for ClientMetadataConfig {
             max_concurrent_fetches: 8,
             fetches_per_host_per_minute: 10,
         }
+    }
+}
+
+/// An `allow_hosts` entry: `host` (any port) or `host:port`, exempt from the public-address
+/// rule. The host is normalised as the URL parser normalises it, so `0x7f.1` and `127.0.0.1`
+/// are one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowHost {
+    host: Host<String>,
+    port: Option<u16>,
+}
+
+// === impl AllowHost ===
+
+impl AllowHost {
+    /// Parses `host`, `host:port`, `[v6]` or `[v6]:port`.
+    pub fn parse(entry: &str) -> Result<AllowHost, String> {
+        let invalid = || format!("{entry:?} is not a host or host:port");
+        if entry.is_empty() || entry.contains(['/', '?', '#', '@', '\\']) || entry.contains(' ') {
+            return Err(invalid());
+        }
+        // An IPv6 address is bracketed; a bare one would leave it unclear which colon starts
+        // the port, and is refused.
+        let split = match entry.find(']') {
+            Some(end) => entry.split_at(end + 1),
+            None => match entry.rfind(':') {
+                Some(colon) => entry.split_at(colon),
+                None => (entry, ""),
+            },
+        };
+        let (host, port) = match split {
+            (host, _) if host.contains(':') && !host.starts_with('[') => return Err(invalid()),
+            (host, "") => (host, None),
+            (host, port) => {
+                let port = port.strip_prefix(':').ok_or_else(invalid)?;
+                match port.parse::<u16>() {
+                    Ok(port) if port != 0 => (host, Some(port)),
+                    _ => return Err(invalid()),
+                }
+            }
+        };
+        let url = Url::parse(&format!("https://{host}/")).map_err(|_| invalid())?;
+        let host = url.host().ok_or_else(invalid)?.to_owned();
+        Ok(AllowHost { host, port })
+    }
+
+    /// Whether a URL's host and port are this entry.
+    pub fn matches(&self, host: &Host<&str>, port: u16) -> bool {
+        self.host == host.to_owned() && self.port.is_none_or(|p| p == port)
+    }
+
+    /// The name a resolver sees for this entry, when it is a domain.
+    pub(crate) fn domain(&self) -> Option<&str> {
+        match &self.host {
+            Host::Domain(name) => Some(name),
+            Host::Ipv4(_) | Host::Ipv6(_) => None,
+        }
+    }
+}
+
+/// One entry: a host name (`claude.ai`, exact) or `*.` and a name (`*.example.com`: any name
+/// below it, at any depth, but not `example.com` itself). Lower-cased; ports are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdHost {
+    name: String,
+    subdomains: bool,
+}
+
+// === impl ClientIdHost ===
+
+impl ClientIdHost {
+    pub fn parse(entry: &str) -> Result<ClientIdHost, String> {
+        let lower = entry.to_ascii_lowercase();
+        let (subdomains, name) = match lower.strip_prefix("*.") {
+            Some(name) => (true, name),
+            None => (false, lower.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !valid {
+            return Err(format!(
+                "{entry:?} is not a host name or *.name (no scheme, port or path; \
+                 leave the list empty to accept any host)"
+            ));
+        }
+        Ok(ClientIdHost {
+            name: name.to_string(),
+            subdomains,
+        })
+    }
+
+    /// Whether the host of a metadata document URL is this entry.
+    pub fn matches(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        if self.subdomains {
+            host.strip_suffix(&self.name)
+                .is_some_and(|below| below.len() > 1 && below.ends_with('.'))
+        } else {
+            host == self.name
+        }
+    }
+}
+
+impl TryFrom<String> for ClientIdHost {
+    type Error = String;
+
+    fn try_from(entry: String) -> Result<ClientIdHost, String> {
+        ClientIdHost::parse(&entry)
     }
 }

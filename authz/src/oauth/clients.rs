@@ -13,12 +13,11 @@ use super::{
     redirect::{self, RedirectError, RedirectPolicy},
     seal::{Purpose, Sealer},
 };
-use crate::secrets::Current;
 use crate::{
-    client_metadata::{
-        ClientIdHost, ClientMetadataError, ClientMetadataFetcher, host_allowed, is_metadata_url,
-    },
+    client_metadata::{ClientMetadataError, ClientMetadataFetcher, host_allowed, is_metadata_url},
+    config::ClientIdHost,
     principal::unix_now,
+    secrets::Current,
 };
 
 /// Most redirect URIs one registration may carry.

@@ -9,7 +9,7 @@ use super::{
     clients::ClientRules,
     redirect::{PrivateUseScheme, RedirectPolicy},
 };
-use crate::{client_metadata::ClientIdHost, config::SecretRef};
+use crate::config::{ClientIdHost, SecretRef};
 
 /// `[oauth]`. Absent: no facade; only Google's own tokens are accepted.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -581,8 +581,7 @@ fn claude_and_chatgpt_callbacks_register_and_match_exactly() {
 #[tokio::test]
 async fn a_metadata_client_id_on_an_unlisted_host_is_refused_before_any_fetch() {
     use crate::{
-        client_metadata::{ClientIdHost, ClientMetadataFetcher},
-        config::ClientMetadataConfig,
+        client_metadata::ClientMetadataFetcher, config::ClientIdHost, config::ClientMetadataConfig,
         metrics::Metrics,
     };
     let metrics = Arc::new(Metrics::new());
