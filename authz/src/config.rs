@@ -11,6 +11,7 @@
 mod client_metadata;
 mod env;
 mod google;
+mod groups;
 pub mod policies;
 mod resources;
 mod secrets;
@@ -29,6 +30,7 @@ pub use env::{ENV_CONFIG_PATH, ENV_PREFIX, env_name};
 use env::{missing_key, overlay_env};
 pub use google::{Access, Cache, Google};
 use google::{GOOGLE_ISSUER, check_domain};
+pub use groups::{Api, CredentialsConfig, GroupsConfig};
 pub use resources::ResourceConfig;
 pub use secrets::{AwsSecretRef, SecretRef, SecretsConfig};
 pub use serving::{Envoy, Headers, Listen, OutageResponse, Runtime};
@@ -51,7 +53,7 @@ pub struct Config {
     pub routes: Vec<policies::RouteConfig>,
     /// Google group membership lookups (`[groups]`); required when a policy names groups.
     #[serde(default)]
-    pub groups: Option<crate::groups::GroupsConfig>,
+    pub groups: Option<GroupsConfig>,
     /// How secret references are re-read (`[secrets]`).
     #[serde(default)]
     pub secrets: SecretsConfig,
@@ -189,7 +191,7 @@ impl Config {
             let directory = self
                 .groups
                 .as_ref()
-                .is_some_and(|groups| groups.api == crate::groups::Api::Directory);
+                .is_some_and(|groups| groups.api == Api::Directory);
             if !policy.org_units.is_empty() && !directory {
                 return fail(
                     format!("policies.{name}.org_units"),

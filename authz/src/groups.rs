@@ -22,21 +22,16 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
-
-use serde::Deserialize;
-use url::Url;
 
 use crate::{
     cache::Stats,
+    config::{Api, GroupsConfig},
     errors::{BackendError, Endpoint},
     metrics::{CacheName, CacheResult, Metrics},
     secrets::Secrets,
     service_auth::{AuthError, AwsEnv, Endpoints, ServiceAuth},
 };
-
-pub use crate::service_auth::CredentialsConfig;
 
 use cache::{Lookup, MembershipCache, Settings};
 
@@ -68,75 +63,6 @@ pub struct GroupAnswer {
     /// Served past its TTL because Google could not be asked (within the stale bound). A
     /// verdict resting on it is used once and not cached, so it cannot outlive the bound.
     pub stale: bool,
-}
-
-/// The `[groups]` config section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupsConfig {
-    /// Which Google API answers membership questions. Default `directory`.
-    #[serde(default)]
-    pub api: Api,
-    /// Admin SDK base. Default `https://admin.googleapis.com`.
-    #[serde(default = "default_directory_url")]
-    pub directory_url: Url,
-    /// Cloud Identity base. Default `https://cloudidentity.googleapis.com`.
-    #[serde(default = "default_cloud_identity_url")]
-    pub cloud_identity_url: Url,
-    /// IAM Credentials base (`generateAccessToken`, `signJwt`).
-    /// Default `https://iamcredentials.googleapis.com`.
-    #[serde(default = "default_iam_credentials_url")]
-    pub iam_credentials_url: Url,
-    /// OAuth token endpoint for the `jwt-bearer` exchange, and the assertions' audience.
-    /// Default `https://oauth2.googleapis.com/token`.
-    #[serde(default = "default_token_url")]
-    pub token_url: Url,
-    /// Where our service-account identity comes from.
-    pub credentials: CredentialsConfig,
-    /// How long a "member" answer is served from cache. Default 5m.
-    #[serde(default = "default_positive_ttl", with = "humantime_serde")]
-    pub positive_ttl: Duration,
-    /// How long a "not a member" answer is served from cache. Default 1m.
-    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
-    pub negative_ttl: Duration,
-    /// A hit this close to expiry is answered from cache and starts one background refresh.
-    /// Capped at half the entry's TTL. Default 1m.
-    #[serde(default = "default_refresh_ahead", with = "humantime_serde")]
-    pub refresh_ahead: Duration,
-    /// While Google is down or over quota, an expired answer is still served (as stale) for at
-    /// most this long past its TTL; after that the caller gets an error (503). Default 10m.
-    #[serde(default = "default_stale_bound", with = "humantime_serde")]
-    pub stale_bound: Duration,
-    /// Upper bound on cached answers. Default 100000.
-    #[serde(default = "default_max_entries")]
-    pub max_entries: u64,
-    /// Timeout of every call to Google for groups and credentials. Keep it below Envoy's
-    /// ext_authz timeout so a slow Google is our 503, not Envoy's. Default 2s.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Set from the policies, not the file: some policy names `org_units`, so our token also
-    /// needs the Directory's user-reading scope.
-    #[serde(skip)]
-    pub read_accounts: bool,
-    /// First pause after a quota error; doubles on each further one. Default 1s.
-    #[serde(default = "default_backoff_initial", with = "humantime_serde")]
-    pub backoff_initial: Duration,
-    /// Longest pause after quota errors. Default 60s.
-    #[serde(default = "default_backoff_max", with = "humantime_serde")]
-    pub backoff_max: Duration,
-}
-
-/// Which Google API answers membership questions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Api {
-    /// Admin SDK Directory `members.hasMember` (nested groups within the domain), falling back
-    /// to `members.get` for members outside the domain. Needs `credentials.subject`.
-    #[default]
-    Directory,
-    /// Cloud Identity `checkTransitiveMembership` (nesting across domains). Needs a Premium or
-    /// Enterprise edition; no delegation.
-    CloudIdentity,
 }
 
 /// Group membership answers. Cheap to clone; clones share one cache and one token.
@@ -194,56 +120,16 @@ enum Backend {
     CloudIdentity(cloud_identity::CloudIdentity),
 }
 
-// === impl GroupsConfig ===
-
-impl GroupsConfig {
-    /// Checks what serde cannot; the error is one line naming the key.
-    pub fn validate(&self) -> Result<(), String> {
-        self.credentials.source()?;
-        if self.api == Api::Directory && self.credentials.subject().is_none() {
-            return Err("groups.credentials.subject: api = \"directory\" needs a Workspace admin to impersonate (domain-wide delegation); set subject, or use api = \"cloud-identity\"".into());
-        }
-        for (key, value) in [
-            ("groups.positive_ttl", self.positive_ttl),
-            ("groups.negative_ttl", self.negative_ttl),
-            ("groups.request_timeout", self.request_timeout),
-            ("groups.backoff_initial", self.backoff_initial),
-        ] {
-            if value.is_zero() {
-                return Err(format!("{key}: must be greater than zero"));
-            }
-        }
-        if self.backoff_max < self.backoff_initial {
-            return Err(
-                "groups.backoff_max: must not be shorter than groups.backoff_initial".into(),
-            );
-        }
-        if self.max_entries == 0 {
-            return Err("groups.max_entries: must be greater than zero".into());
-        }
-        for (key, url) in [
-            ("groups.directory_url", &self.directory_url),
-            ("groups.cloud_identity_url", &self.cloud_identity_url),
-            ("groups.iam_credentials_url", &self.iam_credentials_url),
-            ("groups.token_url", &self.token_url),
-        ] {
-            if !crate::config::is_http_url(url) {
-                return Err(format!("{key}: must be an absolute http(s) URL"));
-            }
-        }
-        Ok(())
-    }
-
-    fn settings(&self) -> Settings {
-        Settings {
-            positive_ttl: self.positive_ttl,
-            negative_ttl: self.negative_ttl,
-            refresh_ahead: self.refresh_ahead,
-            stale_bound: self.stale_bound,
-            max_entries: self.max_entries,
-            backoff_initial: self.backoff_initial,
-            backoff_max: self.backoff_max,
-        }
+/// The membership cache's settings, from `[groups]`.
+fn cache_settings(config: &GroupsConfig) -> Settings {
+    Settings {
+        positive_ttl: config.positive_ttl,
+        negative_ttl: config.negative_ttl,
+        refresh_ahead: config.refresh_ahead,
+        stale_bound: config.stale_bound,
+        max_entries: config.max_entries,
+        backoff_initial: config.backoff_initial,
+        backoff_max: config.backoff_max,
     }
 }
 
@@ -313,7 +199,7 @@ impl Groups {
             )),
         };
         Ok(Groups {
-            cache: Arc::new(MembershipCache::new(backend, config.settings())),
+            cache: Arc::new(MembershipCache::new(backend, cache_settings(config))),
             auth,
             metrics,
             hits: Arc::default(),
@@ -407,21 +293,6 @@ impl Freshness {
     }
 }
 
-impl Api {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Api::Directory => "directory",
-            Api::CloudIdentity => "cloud-identity",
-        }
-    }
-}
-
-impl std::fmt::Display for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl GroupsError {
     /// A short stable name for logs and metrics.
     pub fn reason(&self) -> &'static str {
@@ -494,43 +365,6 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
             crate::service_auth::error_chain(&e)
         ),
     })
-}
-
-fn default_directory_url() -> Url {
-    Url::parse("https://admin.googleapis.com").expect("constant URL parses")
-}
-fn default_cloud_identity_url() -> Url {
-    Url::parse("https://cloudidentity.googleapis.com").expect("constant URL parses")
-}
-fn default_iam_credentials_url() -> Url {
-    Url::parse("https://iamcredentials.googleapis.com").expect("constant URL parses")
-}
-fn default_token_url() -> Url {
-    Url::parse("https://oauth2.googleapis.com/token").expect("constant URL parses")
-}
-fn default_positive_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_negative_ttl() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_refresh_ahead() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_stale_bound() -> Duration {
-    Duration::from_secs(600)
-}
-fn default_max_entries() -> u64 {
-    100_000
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_backoff_initial() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_backoff_max() -> Duration {
-    Duration::from_secs(60)
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ mod external;
 mod key_file;
 
 use std::{
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -36,7 +35,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::{
-    config::SecretRef,
+    config::CredentialsConfig,
     metrics::{GoogleEndpoint, Metrics, Outcome},
     principal::unix_now,
     secret_string::SecretString,
@@ -47,30 +46,6 @@ pub use aws::AwsEnv;
 
 /// Scope for IAM Credentials (`generateAccessToken`, `signJwt`).
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-
-/// `[groups.credentials]`: where our service-account identity comes from. The JSON is given as
-/// `file = "path"`, or as `json = <secret reference>` (inline, `{ file }`, `{ aws_secret }`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum CredentialsConfig {
-    /// A Google service-account key JSON (`"type": "service_account"`).
-    ServiceAccountKey {
-        file: Option<PathBuf>,
-        json: Option<SecretRef>,
-        /// Workspace user to impersonate (domain-wide delegation); required by the Directory API.
-        subject: Option<String>,
-    },
-    /// A Workload Identity Federation JSON (`"type": "external_account"`, AWS source).
-    ExternalAccount {
-        file: Option<PathBuf>,
-        json: Option<SecretRef>,
-        /// The service account to impersonate. Defaults to the one the file's
-        /// `service_account_impersonation_url` names.
-        service_account: Option<String>,
-        /// Workspace user to impersonate (domain-wide delegation, through IAM `signJwt`).
-        subject: Option<String>,
-    },
-}
 
 /// The endpoints the credential flows call.
 #[derive(Debug, Clone)]
@@ -435,33 +410,7 @@ pub(crate) fn error_chain(error: &reqwest::Error) -> String {
     text
 }
 
-// === impl CredentialsConfig, Flow ===
-
-impl CredentialsConfig {
-    /// The credential JSON's reference and the config key it was given under.
-    pub fn source(&self) -> Result<(&'static str, SecretRef), String> {
-        let (file, json) = match self {
-            CredentialsConfig::ServiceAccountKey { file, json, .. }
-            | CredentialsConfig::ExternalAccount { file, json, .. } => (file, json),
-        };
-        match (file, json) {
-            (Some(path), None) => Ok(("groups.credentials.file", SecretRef::File(path.clone()))),
-            (None, Some(reference)) => Ok(("groups.credentials.json", reference.clone())),
-            (Some(_), Some(_)) => Err("groups.credentials: give either file or json, not both".into()),
-            (None, None) => Err(
-                "groups.credentials: the credential JSON is missing: set file = \"path\" or json = { aws_secret = \"...\" }".into(),
-            ),
-        }
-    }
-
-    /// The Workspace user to impersonate, if any.
-    pub fn subject(&self) -> Option<&str> {
-        match self {
-            CredentialsConfig::ServiceAccountKey { subject, .. }
-            | CredentialsConfig::ExternalAccount { subject, .. } => subject.as_deref(),
-        }
-    }
-}
+// === impl Flow ===
 
 impl Flow {
     fn service_account(&self) -> &str {

@@ -11,6 +11,7 @@ use super::{
     cloud_identity::{encode_query_value, membership_query},
     *,
 };
+use crate::config::CredentialsConfig;
 
 const SETTINGS: Settings = Settings {
     positive_ttl: Duration::from_secs(300),

@@ -9,7 +9,8 @@ use std::{
 };
 
 use authz::{
-    groups::{Freshness, Groups, GroupsConfig, GroupsError, Membership},
+    config::GroupsConfig,
+    groups::{Freshness, Groups, GroupsError, Membership},
     secrets::Secrets,
     service_auth::AwsEnv,
 };
