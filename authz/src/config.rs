@@ -12,6 +12,7 @@ mod client_metadata;
 mod env;
 mod google;
 mod groups;
+mod oauth;
 pub mod policies;
 mod resources;
 mod secrets;
@@ -31,6 +32,8 @@ use env::{missing_key, overlay_env};
 pub use google::{Access, Cache, Google};
 use google::{GOOGLE_ISSUER, check_domain};
 pub use groups::{Api, CredentialsConfig, GroupsConfig};
+pub(crate) use oauth::NEVER_PRIVATE_USE;
+pub use oauth::{OAuthConfig, PrivateUseScheme};
 pub use resources::ResourceConfig;
 pub use secrets::{AwsSecretRef, SecretRef, SecretsConfig};
 pub use serving::{Envoy, Headers, Listen, OutageResponse, Runtime};
@@ -66,7 +69,7 @@ pub struct Config {
     pub resources: Vec<ResourceConfig>,
     /// The OAuth authorization server for MCP clients (`[oauth]`); off when absent.
     #[serde(default)]
-    pub oauth: Option<crate::oauth::OAuthConfig>,
+    pub oauth: Option<OAuthConfig>,
     #[serde(default)]
     pub cache: Cache,
     #[serde(default)]

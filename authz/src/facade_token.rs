@@ -9,8 +9,7 @@ pub mod keys;
 use std::sync::Arc;
 
 use crate::{
-    config::Config,
-    oauth::OAuthConfig,
+    config::{Config, OAuthConfig},
     resource::Resources,
     secrets::{Current, Derived, Secrets},
     store::{Store, revocations::Revocations},

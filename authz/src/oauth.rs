@@ -11,7 +11,7 @@
 //! client -------------> /oauth/token          code + PKCE -> our ES256 access token + refresh token
 //! ```
 //!
-//! - [`settings`]: the `[oauth]` config section.
+//! - The `[oauth]` settings: [`crate::config::OAuthConfig`].
 //! - [`metadata`]: protected-resource and authorization-server metadata, JWKS.
 //! - [`clients`]: registration and client lookup; [`redirect`]: redirect-URI rules.
 //! - [`authorize`]: the authorization request and consent page; [`callback`]: Google's return.
@@ -35,7 +35,6 @@ pub mod reverify;
 pub mod revoke;
 pub mod seal;
 pub mod sessions;
-pub mod settings;
 pub mod token;
 
 use std::{sync::Arc, time::Duration};
@@ -47,12 +46,10 @@ use axum::{
     routing::{get, post},
 };
 
-pub use settings::OAuthConfig;
-
 use crate::{
     authorizer::Authorizer,
     client_metadata::ClientMetadataFetcher,
-    config::Config,
+    config::{Config, OAuthConfig},
     facade_token::{TokenCheck, access_token},
     google::Google,
     random::{random_bytes, random_token},
@@ -139,7 +136,7 @@ impl Facade {
             None
         };
         let clients = Clients::new(sealer.clone(), oauth.registration_ttl.as_secs(), documents)
-            .with_rules(oauth.client_rules());
+            .with_rules(clients::ClientRules::from_settings(oauth));
         // Pending sign-ins never share the memory store's bound with codes, refresh tokens and
         // revocations: a flood of them must not crowd those out.
         let pending_store: Arc<dyn Store> = match config.store.backend {

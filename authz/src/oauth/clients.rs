@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     client_metadata::{ClientMetadataError, ClientMetadataFetcher, host_allowed, is_metadata_url},
-    config::ClientIdHost,
+    config::{ClientIdHost, OAuthConfig},
     principal::unix_now,
     secrets::Current,
 };
@@ -57,6 +57,17 @@ pub struct ClientRules {
     pub redirects: RedirectPolicy,
     /// Empty: metadata documents from any (public) host.
     pub metadata_hosts: Vec<ClientIdHost>,
+}
+
+impl ClientRules {
+    /// What `[oauth]` allows beyond the defaults: private-use redirect schemes, and the hosts
+    /// of metadata-document client ids.
+    pub fn from_settings(oauth: &OAuthConfig) -> ClientRules {
+        ClientRules {
+            redirects: RedirectPolicy::new(oauth.redirect_schemes.clone()),
+            metadata_hosts: oauth.client_id_metadata_hosts.clone(),
+        }
+    }
 }
 
 /// Why a client id is not accepted (`invalid_client`; an error page at `/authorize`).

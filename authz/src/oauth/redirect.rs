@@ -9,34 +9,12 @@
 //! registered it last (PKCE keeps such a code useless to anyone without the verifier, but the
 //! operator should decide).
 
-use std::fmt;
-
 use url::{Host, Url};
+
+use crate::config::{NEVER_PRIVATE_USE, PrivateUseScheme};
 
 /// Longest redirect URI we accept; they travel inside self-describing client ids.
 pub const MAX_URI_LEN: usize = 512;
-
-/// Schemes a browser or the OS handles itself, or that run code: never a private-use redirect,
-/// whatever the operator lists. `http` and `https` have rules of their own above.
-const NEVER_PRIVATE_USE: &[&str] = &[
-    "http",
-    "https",
-    "ws",
-    "wss",
-    "ftp",
-    "file",
-    "javascript",
-    "vbscript",
-    "data",
-    "blob",
-    "about",
-    "filesystem",
-    "view-source",
-    "mailto",
-    "tel",
-    "sms",
-    "intent",
-];
 
 /// Why a URI may not be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -56,15 +34,6 @@ pub enum RedirectError {
     Fragment,
     #[error("redirect URI must not carry credentials")]
     Credentials,
-}
-
-/// One `oauth.redirect_schemes` entry: `scheme://host`, lower-cased. A redirect URI matches it
-/// when its scheme and host are equal, ignoring ASCII case (RFC 3986 s3.1, s3.2.2), and it has
-/// no port; its path and query are free.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrivateUseScheme {
-    scheme: String,
-    host: String,
 }
 
 /// What may be registered beyond https and loopback http.
@@ -138,63 +107,9 @@ impl RedirectPolicy {
         };
         url.port().is_none()
             && self.private_use.iter().any(|entry| {
-                entry.scheme.eq_ignore_ascii_case(url.scheme())
-                    && entry.host.eq_ignore_ascii_case(host)
+                entry.scheme().eq_ignore_ascii_case(url.scheme())
+                    && entry.host().eq_ignore_ascii_case(host)
             })
-    }
-}
-
-// === impl PrivateUseScheme ===
-
-impl PrivateUseScheme {
-    /// `scheme://host`, nothing more (a trailing `/` is tolerated). The scheme must be a valid
-    /// URI scheme and not one browsers handle themselves (see `NEVER_PRIVATE_USE`); the host a
-    /// name of letters, digits, `-`, `.` and `_`.
-    pub fn parse(entry: &str) -> Result<PrivateUseScheme, String> {
-        let refuse = |why: &str| Err(format!("{entry:?}: {why}"));
-        let Some((scheme, rest)) = entry.split_once("://") else {
-            return refuse("must be scheme://host, e.g. \"cursor://anysphere.cursor-mcp\"");
-        };
-        let scheme = scheme.to_ascii_lowercase();
-        let valid_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-        if !valid_scheme {
-            return refuse("is not a URI scheme");
-        }
-        if NEVER_PRIVATE_USE.contains(&scheme.as_str()) {
-            return refuse(
-                "is not a private-use scheme (https and loopback http are always allowed; \
-                 schemes such as javascript, data and file never are)",
-            );
-        }
-        let host = rest.strip_suffix('/').unwrap_or(rest).to_ascii_lowercase();
-        let valid_host = !host.is_empty()
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-            });
-        if !valid_host {
-            return refuse("must be scheme://host: a host name, with no port, path or query");
-        }
-        Ok(PrivateUseScheme { scheme, host })
-    }
-}
-
-impl TryFrom<String> for PrivateUseScheme {
-    type Error = String;
-
-    fn try_from(entry: String) -> Result<PrivateUseScheme, String> {
-        PrivateUseScheme::parse(&entry)
-    }
-}
-
-impl fmt::Display for PrivateUseScheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.host)
     }
 }
 

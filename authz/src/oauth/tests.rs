@@ -310,7 +310,7 @@ fn registrations_that_break_the_rules_are_refused() {
 fn cursor_allowed() -> super::clients::ClientRules {
     super::clients::ClientRules {
         redirects: redirect::RedirectPolicy::new(vec![
-            redirect::PrivateUseScheme::parse("cursor://anysphere.cursor-mcp").unwrap(),
+            crate::config::PrivateUseScheme::parse("cursor://anysphere.cursor-mcp").unwrap(),
         ]),
         metadata_hosts: Vec::new(),
     }
@@ -465,7 +465,7 @@ fn private_use_redirects_need_the_operators_scheme_and_host() {
 
 #[test]
 fn redirect_scheme_entries_are_scheme_and_host_only() {
-    use redirect::PrivateUseScheme;
+    use crate::config::PrivateUseScheme;
     for (entry, shown) in [
         (
             "cursor://anysphere.cursor-mcp",

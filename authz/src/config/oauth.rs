@@ -1,15 +1,11 @@
 //! The `[oauth]` config section: the authorization server MCP clients sign in through.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
 use serde::Deserialize;
 use url::Url;
 
-use super::{
-    clients::ClientRules,
-    redirect::{PrivateUseScheme, RedirectPolicy},
-};
-use crate::config::{ClientIdHost, SecretRef};
+use super::{ClientIdHost, SecretRef, string_list};
 
 /// `[oauth]`. Absent: no facade; only Google's own tokens are accepted.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -148,18 +144,103 @@ impl OAuthConfig {
         Ok(())
     }
 
-    /// What clients may use beyond the defaults: private-use redirect schemes, and the hosts
-    /// of metadata-document client ids.
-    pub fn client_rules(&self) -> ClientRules {
-        ClientRules {
-            redirects: RedirectPolicy::new(self.redirect_schemes.clone()),
-            metadata_hosts: self.client_id_metadata_hosts.clone(),
-        }
-    }
-
     /// Where Google sends the browser back to.
     pub fn callback_url(&self) -> String {
         format!("{}/oauth/callback", self.issuer)
+    }
+}
+
+/// One `oauth.redirect_schemes` entry: `scheme://host`, lower-cased. A redirect URI matches it
+/// when its scheme and host are equal, ignoring ASCII case (RFC 3986 s3.1, s3.2.2), and it has
+/// no port; its path and query are free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateUseScheme {
+    scheme: String,
+    host: String,
+}
+
+/// Schemes a browser or the OS handles itself, or that run code: never a private-use redirect,
+/// whatever the operator lists. `http` and `https` have rules of
+/// their own (`crate::oauth::redirect`).
+pub(crate) const NEVER_PRIVATE_USE: &[&str] = &[
+    "http",
+    "https",
+    "ws",
+    "wss",
+    "ftp",
+    "file",
+    "javascript",
+    "vbscript",
+    "data",
+    "blob",
+    "about",
+    "filesystem",
+    "view-source",
+    "mailto",
+    "tel",
+    "sms",
+    "intent",
+];
+
+// === impl PrivateUseScheme ===
+
+impl PrivateUseScheme {
+    /// `scheme://host`, nothing more (a trailing `/` is tolerated). The scheme must be a valid
+    /// URI scheme and not one browsers handle themselves (see `NEVER_PRIVATE_USE`); the host a
+    /// name of letters, digits, `-`, `.` and `_`.
+    pub fn parse(entry: &str) -> Result<PrivateUseScheme, String> {
+        let refuse = |why: &str| Err(format!("{entry:?}: {why}"));
+        let Some((scheme, rest)) = entry.split_once("://") else {
+            return refuse("must be scheme://host, e.g. \"cursor://anysphere.cursor-mcp\"");
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let valid_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !valid_scheme {
+            return refuse("is not a URI scheme");
+        }
+        if NEVER_PRIVATE_USE.contains(&scheme.as_str()) {
+            return refuse(
+                "is not a private-use scheme (https and loopback http are always allowed; \
+                 schemes such as javascript, data and file never are)",
+            );
+        }
+        let host = rest.strip_suffix('/').unwrap_or(rest).to_ascii_lowercase();
+        let valid_host = !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            });
+        if !valid_host {
+            return refuse("must be scheme://host: a host name, with no port, path or query");
+        }
+        Ok(PrivateUseScheme { scheme, host })
+    }
+
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+impl TryFrom<String> for PrivateUseScheme {
+    type Error = String;
+
+    fn try_from(entry: String) -> Result<PrivateUseScheme, String> {
+        PrivateUseScheme::parse(&entry)
+    }
+}
+
+impl fmt::Display for PrivateUseScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)
     }
 }
 
@@ -170,7 +251,7 @@ where
     D: serde::Deserializer<'de>,
     T: TryFrom<String, Error = String>,
 {
-    let texts = crate::config::string_list(deserializer)?;
+    let texts = string_list(deserializer)?;
     texts
         .into_iter()
         .map(|text| T::try_from(text).map_err(serde::de::Error::custom))
