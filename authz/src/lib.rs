@@ -1,44 +1,62 @@
 //! `authz`: an Envoy ext_authz service that opens MCP servers to a company's Google Workspace.
 //!
 //! # Layout
-//! Read in this order; each module owns one thing.
-//! - [`config`]: the typed configuration tree (defaults, TOML file, `AUTHZ_*` environment).
+//! By layer, bottom to top (ARCHITECTURE.md; `scripts/check-layers` enforces it): a module uses
+//! its own layer and those below, never one above. Each module owns one thing.
+//!
+//! Foundations:
+//! - [`config`]: every settings type, one file per section, loaded from defaults, a TOML file
+//!   and `AUTHZ_*` variables, and validated once.
+//! - [`errors`]: the two failures passed up: a token refused (401), a backend down (503).
+//! - [`principal`]: the verified identity the rest of the service sees.
 //! - [`credentials`]: finding the bearer token in a request and telling its kind.
 //! - [`request_path`]: whether a `:path` is in the normal form the upstream reads (else 400).
+//! - [`metrics`]: Prometheus metrics and their labels, served at `/metrics`.
+//! - [`secret_string`], [`digest`], [`random`]: a string that never prints, how a secret is
+//!   named (SHA-256), unguessable values.
+//!
+//! Outside services:
+//! - [`secrets`]: secret references resolved at start-up and re-read on an interval, so a
+//!   rotation needs no restart.
 //! - [`google`]: verifying Google ID tokens (local, JWKS) and access tokens (tokeninfo, userinfo).
-//! - [`principal`]: the verified identity the rest of the service sees.
-//! - [`secrets`]: secret config values (inline, a file, or AWS Secrets Manager), resolved at
-//!   start-up and re-read on an interval so a rotation needs no restart.
 //! - [`service_auth`]: our service account's Google API access token (key file, or keyless
 //!   through Workload Identity Federation from AWS), cached and refreshed once.
-//! - [`groups`]: Google group membership (Directory or Cloud Identity API) behind a cache that
-//!   refreshes ahead, serves stale answers for a bounded time in an outage, and backs off.
-//! - [`client_metadata`]: OAuth Client ID Metadata Documents: a `client_id` that is an https
-//!   URL, fetched SSRF-safely (public addresses only, no redirects, bounded time and size),
-//!   checked, and cached.
-//! - [`policy`]: the pure access decision (Workspace domain from `hd`, verified email).
-//! - [`verdict`]: the outcome of one authorization.
-//! - [`cache`]: the bounded verdict cache, keyed by a hash, entries expiring with their token.
-//! - [`authorizer`]: one authorization from request facts to verdict (cache, verify, decide).
-//! - [`check`]: the Envoy boundary (gRPC `Check`); with [`ext_proc`], the only modules that
-//!   touch envoy-types.
-//! - [`list_filter`]: reading MCP list results (JSON or SSE) and removing the entries a user may
-//!   not use, every other byte kept.
-//! - [`ext_proc`]: the second Envoy boundary (gRPC `ExternalProcessor`): filters list results
-//!   with the policy and identity the Check decided on.
 //! - [`store`]: the OAuth facade's shared state (sign-ins, codes, refresh tokens, revocations),
 //!   in memory for one replica or in Redis for several, and each replica's local copy of the
 //!   revocations for the hot path.
-//! - [`audit`]: one structured event per decision.
-//! - [`health`]: `/healthz` and `/readyz`.
-//! - [`metrics`]: Prometheus metrics, served at `/metrics` on the HTTP listener.
-//! - [`reload`]: re-reading the config on SIGHUP or file change, validated, swapped atomically.
-//! - [`oauth`]: the OAuth 2.1 authorization server MCP clients sign in through (Google signs
-//!   the user in; we issue audience-bound ES256 tokens the Check verifies locally).
-//! - [`admin`]: the loopback-only admin gRPC API (off-boarding, cache figures, config version)
-//!   and its `authz admin` client.
+//! - [`client_metadata`]: OAuth Client ID Metadata Documents: a `client_id` that is an https
+//!   URL, fetched SSRF-safely (public addresses only, no redirects, bounded time and size),
+//!   checked, and cached.
 //! - [`telemetry`]: logs, and OpenTelemetry traces of the Check (OTLP/HTTP, off unless
 //!   configured) that continue Envoy's trace from `traceparent`.
+//!
+//! Decisions:
+//! - [`policy`]: the pure access decision (Workspace domain from `hd`, users, groups, rules per
+//!   MCP method and tool).
+//! - [`resource`]: which protected MCP server a request, a sign-in or a grant is for.
+//! - [`verdict`]: the outcome of one authorization.
+//! - [`cache`]: the bounded verdict and identity caches, keyed by a hash, entries expiring with
+//!   their token.
+//! - [`list_filter`]: reading MCP list results (JSON or SSE) and removing the entries a user may
+//!   not use, every other byte kept.
+//! - [`facade_token`]: our own ES256 access tokens: keys, claims, local verification.
+//! - [`groups`]: Google group membership (Directory or Cloud Identity API) behind a cache that
+//!   refreshes ahead, serves stale answers for a bounded time in an outage, and backs off.
+//!
+//! - [`authorizer`]: one authorization from request facts to verdict (cache, verify, decide).
+//!
+//! Front ends:
+//! - [`check`]: the Envoy boundary (gRPC `Check`); with [`ext_proc`], the only modules that
+//!   touch envoy-types.
+//! - [`ext_proc`]: the second Envoy boundary (gRPC `ExternalProcessor`): filters list results
+//!   with the policy and identity the Check decided on.
+//! - [`audit`]: one structured event per decision.
+//! - [`oauth`]: the OAuth 2.1 authorization server MCP clients sign in through (Google signs
+//!   the user in; we issue audience-bound tokens the Check verifies locally).
+//! - [`reload`]: re-reading the config on SIGHUP or file change, validated, swapped atomically.
+//! - [`health`]: `/healthz` and `/readyz`.
+//! - [`admin`]: the loopback-only admin gRPC API (off-boarding, cache figures, config version)
+//!   and its `authz admin` client.
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments and waits for a signal.
 

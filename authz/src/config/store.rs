@@ -142,7 +142,7 @@ impl RedisUrl {
     }
 }
 
-/// Parses without checking the scheme (that is [`Config::load`]'s validation). The error never
+/// Parses without checking the scheme (that is [`super::Config::load`]'s validation). The error never
 /// holds the text.
 impl std::str::FromStr for RedisUrl {
     type Err = url::ParseError;
