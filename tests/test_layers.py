@@ -42,6 +42,9 @@ def test_the_layers_in_architecture_md_are_the_checked_ones():
     source = CHECK.read_text()
     layers = re.findall(r'\("([a-z ]+)", \[([^\]]*)\]\)', source)
     assert len(layers) >= 6
+    rows = [line.split("|")[1].strip() for line in architecture.splitlines()
+            if any(line.startswith(f"| {name} |") for name, _ in layers)]
+    assert rows == [name for name, _ in layers], "ARCHITECTURE.md lists the layers in another order"
     for name, modules in layers:
         names = re.findall(r'"(\w+)"', modules)
         line = next(
@@ -117,3 +120,44 @@ def test_code_after_an_inline_test_module_is_still_read(tree):
     assert f"metrics.rs:{lines + 5}: `metrics` (foundations) uses `authorizer`" in result.stderr, (
         result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "file, text, line",
+    [
+        # super:: climbing to the crate root, from a nested file and from a top-level one.
+        ("config/oauth.rs", "use super::super::oauth::Facade;\n", 1),
+        ("metrics.rs", "use super::oauth;\n", 1),
+        # Spaces rustfmt would remove, and a path held in a serde attribute's string.
+        ("config.rs", "use crate :: oauth;\n", 1),
+        ("config.rs", '#[serde(deserialize_with = "crate::oauth::f")]\nstruct S;\n', 1),
+        # An item of lib.rs (the wiring layer) named from below.
+        ("metrics.rs", "fn f() { let _ = crate::scrape_router; }\n", 1),
+    ],
+)
+def test_other_spellings_of_an_upward_use_fail(tree, file, text, line):
+    prepend(tree / file, text)
+    result = check(tree)
+    assert result.returncode == 1, result.stdout
+    assert f"{file}:{line}: `{file.split('/')[0].removesuffix('.rs')}`" in result.stderr, (
+        result.stderr
+    )
+    assert "a layer above it" in result.stderr
+
+
+def test_a_super_path_within_its_own_module_is_no_dependency(tree):
+    prepend(tree / "config" / "oauth.rs", "use super::SecretRef as _Again;\n")
+    result = check(tree)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["use crate::*;\n", "use crate as root;\n", "use crate::{self as root};\n",
+     '#[path = "oauth/clients.rs"]\nmod clients_again;\n'],
+)
+def test_forms_that_would_hide_a_use_are_refused(tree, text):
+    prepend(tree / "metrics.rs", text)
+    result = check(tree)
+    assert result.returncode == 1
+    assert "metrics.rs:1: " in result.stderr, result.stderr

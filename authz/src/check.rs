@@ -24,7 +24,7 @@ use envoy_types::{
 };
 use opentelemetry::propagation::Extractor;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use crate::{
     audit,
@@ -115,7 +115,16 @@ impl Authorization for CheckService {
         {
             Ok(decision) => {
                 let latency = started.elapsed();
-                record_decision(&span, &decision);
+                telemetry::record_decision(
+                    &span,
+                    decision.verdict.decision(),
+                    decision.verdict.reason(),
+                    decision.cache.as_str(),
+                    decision
+                        .verdict
+                        .policy()
+                        .map(|(policy, rule, _group)| (policy, rule)),
+                );
                 audit::decision(request_id, &facts, &decision, latency);
                 self.authorizer.metrics().decision(
                     decision.verdict.decision(),
@@ -152,7 +161,7 @@ impl Authorization for CheckService {
             }
             Err(error) => {
                 let latency = started.elapsed();
-                record_outage(&span, &error);
+                telemetry::record_outage(&span, error.endpoint.as_str());
                 audit::outage(request_id, &error, latency);
                 self.authorizer.metrics().outage(&error, latency);
                 self.responses.outage(&error).map(Response::new)
@@ -275,27 +284,6 @@ fn header_text<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
     } else {
         std::str::from_utf8(&first.raw_value).ok()
     }
-}
-
-/// Records the decision on the Check's span: what was decided, why, under which policy and
-/// rule, and whether the cache answered. Never who.
-fn record_decision(span: &Span, decision: &Decision) {
-    span.record("authz.decision", decision.verdict.decision());
-    span.record("authz.reason", decision.verdict.reason());
-    span.record("authz.cache", decision.cache.as_str());
-    if let Some((policy, rule, _group)) = decision.verdict.policy() {
-        span.record("authz.policy", policy);
-        span.record("authz.rule", rule);
-    }
-}
-
-/// Records "could not decide" on the Check's span, as an error naming the Google endpoint
-/// that failed (never its answer, which may echo a token).
-fn record_outage(span: &Span, error: &BackendError) {
-    span.record("otel.status_code", "error");
-    span.record("authz.decision", "unavailable");
-    span.record("authz.reason", "backend_unavailable");
-    span.record("authz.endpoint", error.endpoint.as_str());
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.

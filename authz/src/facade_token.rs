@@ -1,7 +1,8 @@
 //! Our own access tokens, the part of the OAuth facade that the Check path needs: the ES256
 //! signing keys ([`keys`]), the token's claims, minting and local verification
 //! ([`access_token`]), and [`TokenCheck`], what the authorizer holds to accept them. The facade
-//! ([`crate::oauth`]) mints; the authorizer verifies; neither depends on the other.
+//! ([`crate::oauth`]) mints and the authorizer verifies, both through this module, so the
+//! authorizer does not depend on the facade.
 
 pub mod access_token;
 pub mod keys;

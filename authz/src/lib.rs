@@ -43,6 +43,7 @@
 //! - [`groups`]: Google group membership (Directory or Cloud Identity API) behind a cache that
 //!   refreshes ahead, serves stale answers for a bounded time in an outage, and backs off.
 //!
+//! Authorizer:
 //! - [`authorizer`]: one authorization from request facts to verdict (cache, verify, decide).
 //!
 //! Front ends:

@@ -173,6 +173,33 @@ pub fn check_span(request_id: &str, headers: Option<&dyn Extractor>) -> Span {
     span
 }
 
+/// Records the decision on the Check's span: what was decided, why, whether the cache answered,
+/// and under which policy and rule (`None` for a decision no policy made). Never who.
+pub fn record_decision(
+    span: &Span,
+    decision: &str,
+    reason: &str,
+    cache: &str,
+    policy: Option<(&str, &str)>,
+) {
+    span.record("authz.decision", decision);
+    span.record("authz.reason", reason);
+    span.record("authz.cache", cache);
+    if let Some((policy, rule)) = policy {
+        span.record("authz.policy", policy);
+        span.record("authz.rule", rule);
+    }
+}
+
+/// Records "could not decide" on the Check's span, as an error naming the endpoint that failed
+/// (never its answer, which may echo a token).
+pub fn record_outage(span: &Span, endpoint: &str) {
+    span.record("otel.status_code", "error");
+    span.record("authz.decision", "unavailable");
+    span.record("authz.reason", "backend_unavailable");
+    span.record("authz.endpoint", endpoint);
+}
+
 /// A child span around a token's verification (a verdict-cache and identity-cache miss).
 pub fn verify_span(credential: &'static str) -> Span {
     tracing::info_span!(target: TRACE_TARGET, "verify_token", authz.credential = credential)
