@@ -251,3 +251,26 @@ def test_an_ext_proc_outage_fails_closed_for_lists_with_rules_only(stacks):
     assert call.status_code == 200
     assert rpc(envoy, "/grafana/mcp", ada, "prompts/list").status_code == 200
     assert rpc(envoy, "/sre/mcp", grace, "tools/list").status_code == 200
+
+
+def test_a_group_lookup_outage_while_filtering_is_a_503_never_the_whole_list(stacks):
+    """Ada is admitted by platform@ (looked up by a call first), but whether she may see
+    delete_* rests on sre@, which Google's Directory API cannot answer now: the list is
+    refused with a 503, not passed whole and not emptied."""
+    result = stacks.base.authz.admin("invalidate-user", ADA)
+    assert result.returncode == 0, result.stderr
+    ada = token_for(stacks, ADA)
+    call = rpc(stacks.json, "/grafana/mcp", ada, "tools/call", {"name": "whoami", "arguments": {}})
+    assert call.status_code == 200, call.text
+    metric = 'authz_list_filtering_total{method="tools/list",outcome="unavailable"}'
+    before = authz_metric(stacks, metric)
+    stacks.base.standin.fault("error", status=503, endpoints=["directory"])
+    try:
+        response = rpc(stacks.json, "/grafana/mcp", ada, "tools/list")
+        assert response.status_code == 503, response.text
+        assert "delete_dashboard" not in response.text and "list_dashboards" not in response.text
+        assert authz_metric(stacks, metric) == before + 1
+    finally:
+        stacks.base.standin.fault("ok")
+    listed = session(stacks.json, "/grafana/mcp", ada, all_tools)
+    assert sorted(listed) == sorted(SAFE_TOOLS)
