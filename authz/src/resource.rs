@@ -197,24 +197,7 @@ fn normalized_authority(authority: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use url::Url;
-
-    use super::*;
-
-    fn entry(url: &str, policy: Option<&str>) -> ResourceConfig {
-        ResourceConfig {
-            url: Url::parse(url).unwrap(),
-            name: None,
-            policy: policy.map(str::to_string),
-        }
-    }
-
-    fn resources(urls: &[&str]) -> Resources {
-        let entries: Vec<ResourceConfig> = urls.iter().map(|u| entry(u, None)).collect();
-        let pairs: Vec<(&ResourceConfig, Option<&str>)> =
-            entries.iter().map(|e| (e, None)).collect();
-        Resources::new(&pairs)
-    }
+    use crate::test_support::resources;
 
     #[test]
     fn a_request_is_for_the_longest_resource_path_it_falls_under() {

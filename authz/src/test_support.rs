@@ -10,7 +10,12 @@ use envoy_types::{
 use standin::{Options, StandIn};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::{config::Config, google::Google, metrics::Metrics};
+use crate::{
+    config::{Config, ResourceConfig},
+    google::Google,
+    metrics::Metrics,
+    resource::Resources,
+};
 
 /// A CheckRequest carrying this HTTP request, nested as Envoy nests it.
 pub fn check_request(http: attribute_context::HttpRequest) -> CheckRequest {
@@ -79,4 +84,21 @@ pub async fn ready_google(client: &str, metrics: Arc<Metrics>) -> ReadyGoogle {
         google,
         _stop: stop.drop_guard(),
     }
+}
+
+/// A `[[resources]]` entry: this URL and policy, no name.
+pub fn resource_entry(url: &str, policy: Option<&str>) -> ResourceConfig {
+    ResourceConfig {
+        url: url.parse().unwrap(),
+        name: None,
+        policy: policy.map(String::from),
+    }
+}
+
+/// The protected MCP servers at these URLs, the first the default.
+pub fn resources(urls: &[&str]) -> Resources {
+    let entries: Vec<ResourceConfig> = urls.iter().map(|url| resource_entry(url, None)).collect();
+    let pairs: Vec<(&ResourceConfig, Option<&str>)> =
+        entries.iter().map(|entry| (entry, None)).collect();
+    Resources::new(&pairs)
 }

@@ -71,11 +71,13 @@ fn facts(authorization: &str) -> RequestFacts<'_> {
 #[tokio::test]
 async fn our_tokens_are_refused_at_every_resource_but_their_own() {
     let mut ready = ready_google(CLIENT, Arc::new(Metrics::new())).await;
-    ready.config.resources.push(crate::config::ResourceConfig {
-        url: "https://mcp.example.com/sre/mcp".parse().unwrap(),
-        name: None,
-        policy: None,
-    });
+    ready
+        .config
+        .resources
+        .push(crate::test_support::resource_entry(
+            "https://mcp.example.com/sre/mcp",
+            None,
+        ));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(100));
     let view = Arc::new(Revocations::new(store));
     view.sync().await.unwrap();

@@ -109,14 +109,7 @@ pub fn check(entries: &[(String, &ResourceConfig)]) -> Result<(), (String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(url: &str, policy: Option<&str>) -> ResourceConfig {
-        ResourceConfig {
-            url: Url::parse(url).unwrap(),
-            name: None,
-            policy: policy.map(String::from),
-        }
-    }
+    use crate::test_support::resource_entry as entry;
 
     #[test]
     fn duplicate_and_unusable_urls_are_refused() {

@@ -46,22 +46,12 @@ pub fn resolve<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ResourceConfig;
 
     fn resources() -> Resources {
-        let entries: Vec<ResourceConfig> = [
+        crate::test_support::resources(&[
             "https://mcp.example.com/mcp",
             "https://mcp.example.com/sre/mcp",
-        ]
-        .iter()
-        .map(|url| ResourceConfig {
-            url: url.parse().unwrap(),
-            name: None,
-            policy: None,
-        })
-        .collect();
-        let pairs: Vec<_> = entries.iter().map(|e| (e, None)).collect();
-        Resources::new(&pairs)
+        ])
     }
 
     #[test]
