@@ -724,3 +724,72 @@ fn the_admin_clis_variables_are_not_config_keys() {
     );
     assert!(config.is_ok(), "{:?}", config.err());
 }
+
+#[test]
+fn oauth_redirect_schemes_and_metadata_hosts_are_read_and_bad_entries_name_the_key() {
+    let base = &format!(
+        "{MINIMAL}[oauth]\nissuer = \"https://mcp.example.com\"\n\
+         google_client_id = \"a.apps.googleusercontent.com\"\ngoogle_client_secret = \"s\"\n"
+    );
+    let config = Config::load(Some(base), Vec::new()).unwrap();
+    let oauth = config.oauth.unwrap();
+    assert!(oauth.redirect_schemes.is_empty());
+    assert!(oauth.client_id_metadata_hosts.is_empty());
+
+    let text = format!(
+        "{base}redirect_schemes = [\"cursor://anysphere.cursor-mcp\"]\n\
+         client_id_metadata_hosts = [\"claude.ai\", \"*.example.com\"]\n"
+    );
+    let oauth = Config::load(Some(&text), Vec::new())
+        .unwrap()
+        .oauth
+        .unwrap();
+    assert_eq!(oauth.redirect_schemes.len(), 1);
+    assert_eq!(oauth.client_id_metadata_hosts.len(), 2);
+    // From the environment: a TOML array or a comma-separated list.
+    let env = vec![
+        (
+            "AUTHZ_OAUTH__REDIRECT_SCHEMES".to_string(),
+            "cursor://anysphere.cursor-mcp, claude://claude.ai".to_string(),
+        ),
+        (
+            "AUTHZ_OAUTH__CLIENT_ID_METADATA_HOSTS".to_string(),
+            r#"["vscode.dev"]"#.to_string(),
+        ),
+    ];
+    let oauth = Config::load(Some(base), env).unwrap().oauth.unwrap();
+    assert_eq!(oauth.redirect_schemes.len(), 2);
+    assert_eq!(oauth.client_id_metadata_hosts.len(), 1);
+
+    for (line, key) in [
+        (
+            r#"redirect_schemes = ["javascript://x"]"#,
+            "oauth.redirect_schemes",
+        ),
+        (
+            r#"redirect_schemes = ["https://claude.ai"]"#,
+            "oauth.redirect_schemes",
+        ),
+        (
+            r#"redirect_schemes = ["data://x"]"#,
+            "oauth.redirect_schemes",
+        ),
+        (
+            r#"redirect_schemes = ["file://x"]"#,
+            "oauth.redirect_schemes",
+        ),
+        (
+            r#"client_id_metadata_hosts = ["https://claude.ai"]"#,
+            "oauth.client_id_metadata_hosts",
+        ),
+        (
+            r#"client_id_metadata_hosts = ["*"]"#,
+            "oauth.client_id_metadata_hosts",
+        ),
+    ] {
+        let error = Config::load(Some(&format!("{base}{line}\n")), Vec::new()).unwrap_err();
+        assert_eq!(error.key, key, "{line}: {error}");
+        let entry = line.split('"').nth(1).unwrap();
+        assert!(error.to_string().contains(entry), "{line}: {error}");
+    }
+}
