@@ -57,7 +57,7 @@ def main() -> None:
             directory.mkdir()
             envoys[name] = Envoy(directory, stack.authz, upstream.port, template=template)
             extra.append(envoys[name])
-        tokens = {who: stack.standin.id_token(email=who, sub=str(abs(hash(who)) % 10**12)) for who in (ADA, GRACE)}
+        tokens = {who: stack.standin.user_id_token(who) for who in (ADA, GRACE)}
         cases = {
             "tools/call (not a list)": (ADA, "tools/call", {"name": "whoami", "arguments": {}}),
             "tools/list, 200 tools, 101 hidden": (ADA, "tools/list", None),

@@ -193,6 +193,10 @@ class StandIn:
             body["kid"] = kid
         return self._post("id_token", body)["token"]
 
+    def user_id_token(self, email: str) -> str:
+        """An ID token for `email` with a subject of its own (`sub_of`)."""
+        return self.id_token(email=email, sub=sub_of(email))
+
     def access_token(self, **overrides) -> str:
         spec = {"sub": "110169484474386276334", "email": f"ada@{DOMAIN}", "email_verified": True,
                 "hd": DOMAIN, "aud": CLIENT_ID, "expires_in": 3599}
@@ -249,6 +253,31 @@ class StandIn:
 
     def reset_stats(self) -> None:
         requests.post(f"{self.url}/_standin/stats/reset", timeout=5).raise_for_status()
+
+
+def run_connect_script(server_url: str, cafile, sign_in) -> str:
+    """Runs demo/connect.py, the README's client, against `server_url`. `sign_in(url)` plays the
+    browser at the sign-in URL the script prints and returns the URL its loopback callback is
+    sent to. Returns what the script printed once signed in; fails if it did not end well."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "demo" / "connect.py"), server_url, "--cafile", str(cafile)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "BROWSER": "true"})
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("Sign in: "), (line, process.stderr.read() if process.poll() is not None else "")
+        callback = requests.get(sign_in(line.removeprefix("Sign in: ").strip()), timeout=10)
+        assert callback.status_code == 200
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    return out
+
+
+def sub_of(email: str) -> str:
+    """The Google subject the tests give a user: one per email, stable within a run."""
+    return str(abs(hash(email)) % 10**12)
 
 
 def set_demo_groups(standin: "StandIn") -> None:

@@ -27,7 +27,7 @@ def stack(tmp_path_factory):
 
 
 def token_for(stack, email: str) -> str:
-    return stack.standin.id_token(email=email, sub=str(abs(hash(email)) % 10**12))
+    return stack.standin.user_id_token(email)
 
 
 def tools_list(stack, token: str) -> int:

@@ -20,7 +20,7 @@ import requests
 import yaml
 
 from stack import (ADA, GRACE, ROOT, AggregatedEnvoy, Authz, McpUpstream, StandIn, demo_workspace, mcp_body,
-                   mcp_headers)
+                   mcp_headers, sub_of)
 
 # Per-backend policy: rules on the router's prefixed names.
 POLICY = """
@@ -86,7 +86,7 @@ def stack(tmp_path_factory):
 
 
 def token_for(stack, email: str) -> str:
-    return stack.standin.id_token(email=email, sub=str(abs(hash(email)) % 10**12))
+    return stack.standin.user_id_token(email)
 
 
 def rpc(stack, email: str, method: str, params: dict | None = None, headers: dict | None = None):
@@ -185,7 +185,7 @@ def test_backends_get_authzs_identity_headers_and_nothing_of_the_clients(stack):
     assert not seen & {"authorization", "cookie", "x-client-note"}, seen
     who = rpc(stack, GRACE, "tools/call", {"name": "sre__whoami", "arguments": {}}, headers=client)
     assert who.json()["result"]["structuredContent"] == {
-        "x-auth-request-email": GRACE, "x-auth-request-user": str(abs(hash(GRACE)) % 10**12), "authorization": None}
+        "x-auth-request-email": GRACE, "x-auth-request-user": sub_of(GRACE), "authorization": None}
 
 
 def test_envoy_1_40_router_does_not_speak_mcp_2026_07_28_yet(stack):

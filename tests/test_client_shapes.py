@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 
 from browser import google_sign_in
 from stack import ADA, CONSUMER, free_port
-from test_oauth import OAuthStack, query_of, s256
+from test_oauth import OAuthStack, query_of
 
 CURSOR = "cursor://anysphere.cursor-mcp/oauth/callback"
 CLAUDE_CALLBACKS = ["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"]

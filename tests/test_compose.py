@@ -8,14 +8,12 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
 from browser import google_sign_in
-from stack import ROOT, free_port, wait_until
+from stack import ROOT, free_port, run_connect_script, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="needs docker-compose")
 
@@ -76,16 +74,12 @@ def test_a_client_on_the_host_signs_in_through_the_facade(compose):
     origin, cert, standin = compose
     metadata = requests.get(f"{origin}/.well-known/oauth-protected-resource/mcp", verify=str(cert), timeout=5).json()
     assert metadata["resource"] == f"{origin}/mcp" and metadata["authorization_servers"] == [origin]
-    client = subprocess.Popen([sys.executable, str(ROOT / "demo" / "connect.py"), f"{origin}/mcp", "--cafile", str(cert)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "BROWSER": "true"})
-    try:
-        line = client.stdout.readline()
-        assert line.startswith("Sign in: "), (line, client.stderr.read() if client.poll() is not None else "")
+
+    def sign_in(url: str) -> str:
         browser = requests.Session()
         browser.trust_env = False
         browser.verify = str(cert)
-        consent = browser.get(line.removeprefix("Sign in: ").strip(), timeout=10)
+        consent = browser.get(url, timeout=10)
         assert consent.status_code == 200, consent.text
         fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', consent.text))
         to_google = browser.post(f"{origin}/oauth/authorize", data={**fields, "decision": "allow"},
@@ -97,11 +91,7 @@ def test_a_client_on_the_host_signs_in_through_the_facade(compose):
         assert back.startswith(f"{origin}/oauth/callback?"), back
         to_client = browser.get(back, allow_redirects=False, timeout=10)
         assert to_client.status_code == 302, to_client.text
-        landed = requests.get(to_client.headers["location"], timeout=10)
-        assert landed.status_code == 200
-        out, err = client.communicate(timeout=60)
-    finally:
-        if client.poll() is None:
-            client.kill()
-    assert client.returncode == 0, err
+        return to_client.headers["location"]
+
+    out = run_connect_script(f"{origin}/mcp", cert, sign_in)
     assert "whoami" in out and "list_dashboards" in out, out

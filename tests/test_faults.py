@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from stack import CLIENT_ID, DOMAIN, Stack, StandIn, wait_until
+from stack import Stack, StandIn, wait_until
 from test_ext_authz import foreign_key_token
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from stack import Stack, mcp_body, mcp_headers, wait_until
+from stack import Stack, mcp_body, mcp_headers
 from test_oauth import OAuthStack
 
 NEW_TOKENS_PER_SECOND = 20

@@ -38,7 +38,7 @@ def stack(tmp_path_factory):
 
 
 def status(stack, email: str) -> int:
-    token = stack.standin.id_token(email=email, sub=str(abs(hash(email)) % 10**12))
+    token = stack.standin.user_id_token(email)
     body = json.dumps(mcp_body("tools/list"))
     return stack.envoy.request(method="POST", path="/mcp", token=token, data=body,
                                headers=mcp_headers("tools/list")).status_code

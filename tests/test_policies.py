@@ -48,7 +48,7 @@ def stack(tmp_path_factory):
 
 
 def token_for(stack, email: str) -> str:
-    return stack.standin.id_token(email=email, sub=str(abs(hash(email)) % 10**12))
+    return stack.standin.user_id_token(email)
 
 
 def mcp(stack, path: str, token: str, action, statuses: list | None = None, handshake: str = "discover"):

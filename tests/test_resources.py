@@ -10,21 +10,17 @@ does not open the browser again.
 """
 
 import asyncio
-import os
 import re
 import secrets
-import subprocess
-import sys
 import urllib.parse
 
 import httpx2
 import jwt
 import pytest
-import requests
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from stack import ADA, BOB, DEMO_RESOURCES, GRACE, ROOT, wait_until
+from stack import ADA, BOB, DEMO_RESOURCES, GRACE, run_connect_script, wait_until
 from test_oauth import REDIRECT, OAuthStack, OfficialClient
 
 
@@ -236,19 +232,8 @@ def test_a_path_under_no_declared_server_is_not_served(stack):
 
 def test_the_readme_client_signs_in_and_lists_tools(stack):
     """demo/connect.py, the README's "Connect a client" script, against the Grafana server."""
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "demo" / "connect.py"), f"{stack.origin}/grafana/mcp",
-         "--cafile", str(stack.envoy.cert)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "BROWSER": "true"})
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("Sign in: "), (line, process.stderr.read() if process.poll() is not None else "")
-        answer = stack.sign_in(line.removeprefix("Sign in: ").strip(), GRACE)
-        callback = requests.get(f"http://127.0.0.1:33418/callback?{urllib.parse.urlencode(answer)}", timeout=10)
-        assert callback.status_code == 200
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err
+    def sign_in(url: str) -> str:
+        return f"http://127.0.0.1:33418/callback?{urllib.parse.urlencode(stack.sign_in(url, GRACE))}"
+
+    out = run_connect_script(f"{stack.origin}/grafana/mcp", stack.envoy.cert, sign_in)
     assert "delete_dashboard" in out and "whoami" in out, out

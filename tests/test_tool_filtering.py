@@ -24,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import PaginatedRequestParams
 
 from stack import (ADA, GRACE, ROOT, EchoUpstream, Envoy, McpUpstream, Stack, demo_workspace, free_port, mcp_body,
-                   mcp_headers, wait_until)
+                   mcp_headers)
 
 EVERY_TOOL = {"list_dashboards", "delete_dashboard", "whoami"}
 SAFE_TOOLS = {"list_dashboards", "whoami"}
@@ -98,7 +98,7 @@ def stacks(tmp_path_factory):
 
 
 def token_for(stacks, email: str) -> str:
-    return stacks.base.standin.id_token(email=email, sub=str(abs(hash(email)) % 10**12))
+    return stacks.base.standin.user_id_token(email)
 
 
 def session(envoy: Envoy, path: str, token: str, action):
