@@ -18,7 +18,10 @@ use envoy_types::{
         },
     },
     pb::{
-        envoy::service::auth::v3::{AttributeContext, attribute_context::HttpRequest},
+        envoy::{
+            config::core::v3::HeaderValue,
+            service::auth::v3::{AttributeContext, attribute_context::HttpRequest},
+        },
         google::protobuf::{Value, value::Kind},
     },
 };
@@ -279,10 +282,15 @@ fn header_text<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
         // Repeated: not one value (the caller compares it with one).
         return Some("");
     }
-    if first.raw_value.is_empty() {
-        Some(&first.value)
+    std::str::from_utf8(value_bytes(first)).ok()
+}
+
+/// A raw header's value: `raw_value` when Envoy sets it (newer versions), else `value`.
+fn value_bytes(header: &HeaderValue) -> &[u8] {
+    if header.raw_value.is_empty() {
+        header.value.as_bytes()
     } else {
-        std::str::from_utf8(&first.raw_value).ok()
+        &header.raw_value
     }
 }
 
@@ -309,13 +317,7 @@ fn authorization_header(
         .headers
         .iter()
         .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
-        .map(|h| {
-            if h.raw_value.is_empty() {
-                h.value.as_bytes()
-            } else {
-                h.raw_value.as_slice()
-            }
-        });
+        .map(value_bytes);
     let first = values.next()?;
     Some(values.fold(Cow::Borrowed(first), |mut joined, next| {
         let joined_mut = joined.to_mut();
@@ -344,11 +346,7 @@ impl Extractor for TraceHeaders<'_> {
             .headers
             .iter()
             .find(|h| h.key.eq_ignore_ascii_case(key))?;
-        if header.raw_value.is_empty() {
-            Some(&header.value)
-        } else {
-            std::str::from_utf8(&header.raw_value).ok()
-        }
+        std::str::from_utf8(value_bytes(header)).ok()
     }
 
     fn keys(&self) -> Vec<&str> {
